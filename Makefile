@@ -1,0 +1,70 @@
+# The workbook's commands. `make all` runs every notebook; `make test` checks everything.
+# PROFILE picks the size of the run: smoke (seconds, CI), default (a laptop), full (a GPU).
+
+PROFILE ?= default
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+BUILD := build/$(PROFILE)
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXECUTED := $(patsubst notebooks/%,$(BUILD)/notebooks/%,$(NOTEBOOKS))
+HELPERS := $(wildcard helpers/*.py)
+DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
+              data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
+
+.PHONY: setup data all test lab lint strip bench clean distclean help
+.DELETE_ON_ERROR:
+
+help:
+	@echo "make all      run the notebooks in order (PROFILE=$(PROFILE)) into $(BUILD)/"
+	@echo "make test     unit tests and a smoke run of every notebook"
+	@echo "make lab      open the notebooks in JupyterLab"
+	@echo "make data     download the inputs into data/ (checked by SHA-256)"
+	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
+	@echo "make bench    speed benchmarks, written to build/bench.md"
+	@echo "make clean    remove build/ (distclean: also .venv)"
+
+# A fresh clone needs no separate step: every target below depends on this one.
+setup: $(INSTALLED)
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+data: $(DATA_FILES)
+$(DATA_FILES): | $(INSTALLED)
+	$(PY) -m helpers.datasets $(notdir $@)
+
+all: $(EXECUTED)
+	@echo "Executed notebooks, figures, tables and maps are in $(BUILD)/"
+
+# Each notebook reruns when it, the helpers or the notebook before it changed.
+$(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(INSTALLED) | $(DATA_FILES)
+	@$(PY) -m helpers.notebooks run $< --profile $(PROFILE)
+$(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
+  $(eval $(word $(i),$(EXECUTED)): $(word $(shell expr $(i) - 1),$(EXECUTED))))
+
+test: $(INSTALLED) $(DATA_FILES)
+	$(PY) -m pytest
+
+lab: $(INSTALLED) $(DATA_FILES)
+	$(VENV)/bin/jupyter lab notebooks/
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(PY) -m helpers.notebooks check
+
+strip: $(INSTALLED)
+	$(PY) -m helpers.notebooks strip
+
+bench: $(INSTALLED) $(DATA_FILES)
+	$(PY) bench/run.py --output build/bench.md
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,89 @@
+"""Speed benchmarks of the workbook's helpers, written as a Markdown table.
+
+    python bench/run.py --output build/bench.md      (or: make bench)
+
+Each row is a rate (items per second, best of several repeats) measured in this run, and
+where two ways of doing the same job are compared, their ratio. Absolute rates depend on
+the machine; the ratios are what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from helpers import config, datasets, geo
+
+
+def best_seconds(function, repeats: int = 3) -> float:
+    """Best wall time in seconds of ``repeats`` calls (the least disturbed one)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def naive_assign(points, municipalities) -> list:
+    """Point-in-polygon by hand: each point against each municipality until one contains it."""
+    polygons = list(zip(municipalities["name"], municipalities.geometry, strict=True))
+    names = []
+    for point in points.geometry:
+        names.append(next((name for name, polygon in polygons if polygon.contains(point)), None))
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, default=config.REPO_ROOT / "build" / "bench.md")
+    parser.add_argument("--naive-points", type=int, default=2_000,
+                        help="points for the slow per-point loop (it would take minutes on all)")
+    args = parser.parse_args()
+
+    rows = []
+    seconds = best_seconds(datasets.load_report_locations, repeats=2)
+    rows.append(("parse the report's 42,570 locations", f"{42_570 / seconds:,.0f} locations/s", ""))
+
+    locations = datasets.load_report_locations()
+    municipalities = datasets.load_municipalities()
+    joined_s = best_seconds(lambda: geo.assign_municipality(locations, municipalities))
+    subset = locations.sample(args.naive_points, random_state=0)
+    naive_s = best_seconds(lambda: naive_assign(subset, municipalities), repeats=1)
+    joined_rate = len(locations) / joined_s
+    naive_rate = len(subset) / naive_s
+    rows.append(("assign_municipality (spatial join + nearest)", f"{joined_rate:,.0f} points/s",
+                 f"{joined_rate / naive_rate:,.0f}x the naive loop"))
+    rows.append((f"naive point-in-polygon loop ({len(subset):,} points)",
+                 f"{naive_rate:,.0f} points/s", "1x"))
+
+    # sanity: both ways agree where the naive loop finds a polygon
+    naive = np.array(naive_assign(subset.head(200), municipalities), dtype=object)
+    joined = geo.assign_municipality(subset.head(200), municipalities)["municipality"].to_numpy()
+    found = naive != None  # noqa: E711 (element-wise on an object array)
+    assert (naive[found] == joined[found]).all(), "the two assignments disagree"
+
+    header = [
+        "# Benchmarks",
+        "",
+        f"Command: `make bench` (python bench/run.py). Machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, shapely {shapely.__version__}.",
+        "",
+        "| what | rate | compared |",
+        "|---|---|---|",
+    ]
+    table = "\n".join(header + [f"| {a} | {b} | {c} |" for a, b, c in rows]) + "\n"
+    with config.atomic_target(args.output) as temporary:
+        temporary.write_text(table)
+    print(table)
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The workbook's public inputs: download with a checksum, then load as tidy tables.
+
+Every input is a file at a pinned URL with a known SHA-256. :func:`fetch` puts it in
+``data/`` (see ``helpers.config.data_dir``) and checks the hash; a file already there with
+the right hash is never downloaded again. The loaders return GeoDataFrames in EPSG:4326
+(lng as x, lat as y, as GeoJSON has them) with plain column names.
+
+Run ``python -m helpers.datasets`` (or ``make data``) to fetch everything at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pooch
+import shapely
+
+from helpers import config, geo
+
+_DAGI = "https://raw.githubusercontent.com/Neogeografen/dagi/a1c1563a6484a07ae937caed043ab839d2d6b2d6/geojson"
+_REPORT = "https://raw.githubusercontent.com/csiztom/dl-geolocation-vit/ca4f81798d0e303f662e8cb944f75fae55f62261"
+
+DATA_FILES: dict[str, dict[str, str]] = {
+    "dagi_kommuner.geojson": {
+        "url": f"{_DAGI}/kommuner.geojson",
+        "sha256": "78003a638315d0c359807371f09f0a680c8077f26e30797315b9ae5436560b7c",
+        "what": "Danish municipality boundaries (DAGI 1:500,000, Geodatastyrelsen)",
+    },
+    "dagi_regioner.geojson": {
+        "url": f"{_DAGI}/regioner.geojson",
+        "sha256": "922fe86aaf9e53e578317ab6bb25cb92a49d22c1abb922d747491356e1be0c0f",
+        "what": "the five Danish regions (DAGI 1:500,000)",
+    },
+    "dagi_postnumre.geojson": {
+        "url": f"{_DAGI}/postnumre.geojson",
+        "sha256": "2784f96f1d23d035225b7fc384b42130110b423eda03c512f65085aed45620ad",
+        "what": "Danish postcode areas (DAGI 1:500,000)",
+    },
+    "report_3-distance-matrix.ipynb": {
+        "url": f"{_REPORT}/3-distance-matrix.ipynb",
+        "sha256": "dc8c0528a0b15ebe4e965df0ad2c03a482cabd0a7929fe1bac07821a323a26ec",
+        "what": "the report's notebook whose saved output lists its 42,570 image locations",
+    },
+}
+
+
+class DataError(RuntimeError):
+    """An input file is missing, corrupt or malformed; the message says what to do."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(name: str, directory: Path | None = None, url: str | None = None) -> Path:
+    """Return the local path of input ``name``, downloading it first if needed.
+
+    ``directory`` defaults to ``data/``; ``url`` overrides the registry's URL (a mirror).
+    A present file with the right SHA-256 is used as is. A present file with a wrong hash
+    is never used and never deleted: you get an error telling you to replace it. A download
+    is written to a temporary file and only moved into place once its hash is right.
+    """
+    if name not in DATA_FILES:
+        raise DataError(f"Unknown input {name!r}; the known inputs are {sorted(DATA_FILES)}.")
+    entry = DATA_FILES[name]
+    directory = Path(directory) if directory is not None else config.data_dir()
+    url = url or entry["url"]
+    target = directory / name
+
+    if target.exists():
+        actual = sha256_of(target)
+        if actual == entry["sha256"]:
+            return target
+        raise DataError(
+            f"{target} is not the expected file: its SHA-256 is {actual}, expected "
+            f"{entry['sha256']}. It is corrupt or a different version, so it was not used. "
+            f"Delete it and run `make data` to download it again from {url}."
+        )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        pooch.retrieve(
+            url,
+            known_hash=f"sha256:{entry['sha256']}",
+            fname=name,
+            path=directory,
+            downloader=pooch.HTTPDownloader(timeout=60),
+        )
+    except ValueError as error:  # pooch's hash mismatch; the temporary file is already gone
+        raise DataError(
+            f"The download of {name} from {url} did not match its SHA-256 "
+            f"({entry['sha256']}) and was discarded. The server sent a different file; "
+            "try again later, or fetch it by hand and check it with `sha256sum`."
+        ) from error
+    except Exception as error:  # requests' connection errors, timeouts, HTTP errors
+        raise DataError(
+            f"Could not download {name} ({entry['what']}).\n"
+            f"  URL:   {url}\n"
+            f"  error: {type(error).__name__}: {error}\n"
+            f"If this machine is offline, download the file elsewhere and put it at {target} "
+            f"(expected SHA-256 {entry['sha256']})."
+        ) from error
+    return target
+
+
+def fetch_all(directory: Path | None = None) -> list[Path]:
+    """Fetch every input in :data:`DATA_FILES`; returns their paths."""
+    return [fetch(name, directory) for name in DATA_FILES]
+
+
+def _read_boundaries(name: str, columns: dict[str, str], dissolve_by: str) -> gpd.GeoDataFrame:
+    """Read a DAGI GeoJSON, keep and rename ``columns``, drop Z, one row per ``dissolve_by``."""
+    frame = gpd.read_file(fetch(name))
+    frame = frame.rename(columns=columns)[[*columns.values(), "geometry"]]
+    # DAGI stores a dummy third coordinate (-999); CRS84 and EPSG:4326 share lng/lat values.
+    frame = frame.set_geometry(shapely.force_2d(frame.geometry.values)).set_crs(4326, allow_override=True)
+    frame = frame.dissolve(by=dissolve_by, aggfunc="first", as_index=False)
+    frame = frame[[*columns.values(), "geometry"]]
+    return frame.sort_values(dissolve_by).reset_index(drop=True)
+
+
+def load_municipalities() -> gpd.GeoDataFrame:
+    """Danish municipalities: columns ``code`` (e.g. "0101"), ``name``, ``geometry``.
+
+    One row per municipality (98, plus Christiansø, which belongs to none), polygons merged
+    into MultiPolygons, EPSG:4326.
+    """
+    return _read_boundaries("dagi_kommuner.geojson", {"KOMKODE": "code", "KOMNAVN": "name"}, "code")
+
+
+def load_regions() -> gpd.GeoDataFrame:
+    """The five Danish regions: columns ``code``, ``name``, ``geometry`` (EPSG:4326)."""
+    return _read_boundaries("dagi_regioner.geojson", {"REGIONKODE": "code", "REGIONNAVN": "name"}, "code")
+
+
+def load_postcodes() -> gpd.GeoDataFrame:
+    """Postcode areas: columns ``postcode`` (text, e.g. "8000"), ``name``, ``geometry``."""
+    return _read_boundaries(
+        "dagi_postnumre.geojson", {"POSTNR_TXT": "postcode", "POSTBYNAVN": "name"}, "postcode"
+    )
+
+
+def _report_output(code_cell: int) -> dict:
+    """The dict printed by code cell ``code_cell`` (1-based) of the report's notebook."""
+    path = fetch("report_3-distance-matrix.ipynb")
+    cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    results = [o for o in cells[code_cell - 1].get("outputs", []) if o.get("output_type") == "execute_result"]
+    if not results:
+        raise DataError(f"{path}: code cell {code_cell} has no saved output to read locations from.")
+    return ast.literal_eval("".join(results[0]["data"]["text/plain"]))
+
+
+# The report wrote municipality names in full ("Københavns Kommune"); DAGI writes them short.
+_REPORT_SPELLING = {"Københavns": "København", "Bornholms": "Bornholm", "Høje-Taastrup": "Høje Taastrup"}
+
+
+def report_municipality(cell_names: pd.Series) -> pd.Series:
+    """The municipality of each report cell name, spelt as in DAGI (``load_municipalities``).
+
+    "Aarhus Kommune0110" -> "Aarhus": drop the K-means split digits and "Kommune".
+    """
+    names = cell_names.str.replace(r"[01]*$", "", regex=True).str.strip()
+    names = names.str.replace(r" (Regions)?[Kk]ommune$", "", regex=True)
+    return names.replace(_REPORT_SPELLING)
+
+
+def load_report_locations() -> gpd.GeoDataFrame:
+    """The report's 42,570 image locations (129 cells x 330), parsed from its notebook.
+
+    Columns: ``lat``, ``lng`` (degrees), ``report_cell`` (the report's cell name: a
+    municipality name plus K-means split digits, e.g. "Aarhus Kommune0110"),
+    ``report_municipality`` (that municipality in DAGI spelling), ``geometry``.
+    """
+    by_cell = _report_output(3)  # code cell 3 prints {cell: [[lat, lng], ...]}
+    cells = np.repeat(list(by_cell), [len(v) for v in by_cell.values()])
+    latlng = np.array([pair for pairs in by_cell.values() for pair in pairs], dtype=float)
+    frame = pd.DataFrame({"report_cell": cells})
+    frame["report_municipality"] = report_municipality(frame["report_cell"])
+    points = geo.points_from_latlng(latlng[:, 0], latlng[:, 1], frame)
+    return points[["lat", "lng", "report_cell", "report_municipality", "geometry"]]
+
+
+def load_report_centroids() -> pd.DataFrame:
+    """The report's 129 cell centroids: columns ``report_cell``, ``lat``, ``lng`` (degrees)."""
+    by_cell = _report_output(4)  # code cell 4 prints {cell: [lat, lng]}
+    return pd.DataFrame(
+        [(cell, lat, lng) for cell, (lat, lng) in by_cell.items()], columns=["report_cell", "lat", "lng"]
+    )
+
+
+# --- bring your own OpenAddresses file ---------------------------------------------------
+
+_OA_FIELDS = ["number", "street", "unit", "city", "district", "region", "postcode", "id", "hash"]
+
+
+def _read_oa_geojsonl(path: Path) -> pd.DataFrame:
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                feature = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from error
+            coords = (feature.get("geometry") or {}).get("coordinates") or [None, None]
+            props = feature.get("properties") or {}
+            rows.append({"lng": coords[0], "lat": coords[1], **{k: props.get(k) for k in _OA_FIELDS}})
+    return pd.DataFrame(rows, columns=["lng", "lat", *_OA_FIELDS])
+
+
+def read_openaddresses(path, swap_coordinates: bool = False) -> gpd.GeoDataFrame:
+    """Read an OpenAddresses extract for Denmark into points with ``lat``, ``lng``, ``postcode``, ...
+
+    Accepts both OpenAddresses layouts: the CSV (columns LON, LAT, NUMBER, STREET, ...,
+    POSTCODE) and GeoJSON lines (one Point feature per line, lowercase properties), either
+    optionally gzipped. Rows without usable coordinates are dropped with a warning; points
+    outside Denmark are dropped with a warning. If most points only fall in Denmark with
+    lat and lng exchanged, you get an error: pass ``swap_coordinates=True`` after checking.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"No OpenAddresses file at {path}. Download the Denmark extract and give its path.")
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        raw.columns = [c.strip().lower() for c in raw.columns]
+        if not {"lon", "lat"} <= set(raw.columns):
+            raise DataError(
+                f"{path}: an OpenAddresses CSV needs the columns LON and LAT; found {list(raw.columns)}."
+            )
+        raw = raw.rename(columns={"lon": "lng"})
+    elif name.endswith((".geojson", ".geojsonl", ".geojsonseq", ".jsonl")):
+        raw = _read_oa_geojsonl(path)
+    else:
+        raise DataError(f"{path}: expected an OpenAddresses .csv or .geojson(l) file (optionally .gz).")
+
+    lat = pd.to_numeric(raw["lat"], errors="coerce").to_numpy()
+    lng = pd.to_numeric(raw["lng"], errors="coerce").to_numpy()
+    if swap_coordinates:
+        lat, lng = lng, lat
+    usable = np.isfinite(lat) & np.isfinite(lng)
+    if not usable.any():
+        raise DataError(f"{path}: none of its {len(raw)} rows has numeric coordinates.")
+    if not usable.all():
+        warnings.warn(
+            f"{path}: dropped {int((~usable).sum())} of {len(raw)} rows with missing or "
+            "non-numeric coordinates.",
+            stacklevel=2,
+        )
+    raw, lat, lng = raw.loc[usable].reset_index(drop=True), lat[usable], lng[usable]
+
+    inside = geo.in_denmark_box(lat, lng)
+    inside_swapped = geo.in_denmark_box(lng, lat)
+    if inside.mean() < 0.5 and inside_swapped.mean() > 0.5:
+        raise DataError(
+            f"{path}: only {inside.mean():.0%} of the points fall in Denmark as given, but "
+            f"{inside_swapped.mean():.0%} do with latitude and longitude exchanged. The coordinate "
+            "columns look swapped (OpenAddresses puts LON before LAT). Fix the file, or call "
+            "read_openaddresses(path, swap_coordinates=True)."
+        )
+    if not inside.any():
+        raise DataError(
+            f"{path}: none of the points lies in Denmark (lat {geo.DENMARK_LAT}, lng {geo.DENMARK_LNG})."
+        )
+    if not inside.all():
+        warnings.warn(
+            f"{path}: dropped {int((~inside).sum())} of {len(inside)} points outside Denmark.", stacklevel=2
+        )
+    table = raw.loc[inside].drop(columns=["lat", "lng"]).reset_index(drop=True)
+    for column in set(_OA_FIELDS) - set(table.columns):
+        table[column] = None
+    return geo.points_from_latlng(lat[inside], lng[inside], table)
+
+
+def _largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` into integer quotas proportional to ``counts`` (Hamilton's method)."""
+    exact = counts * total / counts.sum()
+    quotas = np.floor(exact).astype(int)
+    leftover = total - quotas.sum()
+    # stable sort: ties go to the earlier sub-area, so the result is deterministic
+    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftover]] += 1
+    return quotas
+
+
+def sample_per_area(
+    points: pd.DataFrame,
+    area: str,
+    n_per_area: int,
+    subarea: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Draw ``n_per_area`` rows from each value of column ``area``, without replacement.
+
+    With ``subarea`` (e.g. "postcode"), each area's sample is split across its sub-areas in
+    proportion to how many rows each holds (largest-remainder rounding), so the sample keeps
+    the area's own geography: a town with 30 % of a municipality's addresses gets 30 % of its
+    sample. An area with fewer rows than ``n_per_area`` gives all it has, with a warning.
+    Deterministic for a given ``seed``. Rows keep their original index.
+    """
+    if n_per_area < 1:
+        raise ValueError(f"n_per_area must be at least 1, got {n_per_area}.")
+    for column in [area] + ([subarea] if subarea else []):
+        if column not in points.columns:
+            raise KeyError(f"No column {column!r}; the table has {list(points.columns)}.")
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    short: list[str] = []
+    for area_value, group in points.groupby(area, sort=True):
+        n = min(n_per_area, len(group))
+        if n < n_per_area:
+            short.append(f"{area_value} ({len(group)})")
+        if subarea is None:
+            chosen.append(rng.choice(group.index.to_numpy(), size=n, replace=False))
+            continue
+        parts = group.groupby(subarea, sort=True, dropna=False).groups
+        sizes = np.array([len(ix) for ix in parts.values()])
+        for index, quota in zip(parts.values(), _largest_remainder(sizes, n), strict=True):
+            if quota:
+                chosen.append(rng.choice(np.asarray(index), size=quota, replace=False))
+    if short:
+        warnings.warn(
+            f"{len(short)} areas have fewer than {n_per_area} rows and were taken whole: "
+            + ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
+            stacklevel=2,
+        )
+    return points.loc[np.concatenate(chosen)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m helpers.datasets [NAME ...]`` fetches the named inputs (all by default)."""
+    names = (argv if argv is not None else sys.argv[1:]) or list(DATA_FILES)
+    try:
+        for name in names:
+            path = fetch(name)
+            print(f"ok  {path}  ({DATA_FILES[name]['what']})")
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

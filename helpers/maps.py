@@ -1,0 +1,66 @@
+"""Interactive maps with folium (Leaflet) that students can pan, zoom and click.
+
+Every map is saved as one standalone HTML file in the build folder (open it in any browser)
+and, returned as the last line of a notebook cell, is shown inline in JupyterLab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import folium
+import geopandas as gpd
+from folium import plugins
+
+from helpers.config import atomic_target
+
+DENMARK_CENTRE = (56.0, 10.8)  # (lat, lng) degrees: roughly the middle of the Kattegat view
+# Leaflet needs only a few hundred metres of detail at country scale; simplifying keeps the
+# HTML small (tolerance in degrees, about 200 m).
+BORDER_TOLERANCE_DEG = 0.002
+
+
+def base_map(zoom_start: int = 7) -> folium.Map:
+    """An OpenStreetMap base map centred on Denmark."""
+    return folium.Map(
+        location=DENMARK_CENTRE, zoom_start=zoom_start, tiles="OpenStreetMap", control_scale=True
+    )
+
+
+def add_borders(fmap: folium.Map, areas: gpd.GeoDataFrame, name: str, label: str = "name") -> folium.Map:
+    """Draw the outlines of ``areas`` (e.g. municipalities) with ``label`` as hover tooltip."""
+    simple = areas[[label, "geometry"]].copy()
+    simple["geometry"] = simple.geometry.simplify(BORDER_TOLERANCE_DEG, preserve_topology=True)
+    folium.GeoJson(
+        simple,
+        name=name,
+        style_function=lambda _: {"color": "#444444", "weight": 1, "fillOpacity": 0.0},
+        highlight_function=lambda _: {"weight": 3, "color": "#d62728"},
+        tooltip=folium.GeoJsonTooltip(fields=[label], labels=False),
+    ).add_to(fmap)
+    return fmap
+
+
+def locations_map(
+    points: gpd.GeoDataFrame, borders: gpd.GeoDataFrame | None = None, border_label: str = "name"
+) -> folium.Map:
+    """A map of (lat, lng) points: a heat map layer and a clustered-marker layer, plus borders.
+
+    ``points`` needs columns ``lat`` and ``lng`` in degrees. Clusters open up as you zoom in;
+    the layer control (top right) turns each layer on and off.
+    """
+    fmap = base_map()
+    latlng = points[["lat", "lng"]].round(5).to_numpy().tolist()
+    plugins.HeatMap(latlng, name="density (heat map)", radius=9, blur=12, min_opacity=0.3).add_to(fmap)
+    plugins.FastMarkerCluster(latlng, name="locations (clusters)", show=False).add_to(fmap)
+    if borders is not None:
+        add_borders(fmap, borders, "borders", border_label)
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    return fmap
+
+
+def save_map(fmap: folium.Map, path: Path) -> Path:
+    """Write ``fmap`` as standalone HTML at ``path`` atomically (temporary file, then rename)."""
+    with atomic_target(path) as temporary:
+        fmap.save(str(temporary))
+    return Path(path)

@@ -1,0 +1,31 @@
+import pytest
+
+from helpers import config, datasets
+
+
+@pytest.fixture(scope="session")
+def data_files():
+    """The real inputs, fetched (or found) and verified once per test session."""
+    return {name: datasets.fetch(name) for name in datasets.DATA_FILES}
+
+
+@pytest.fixture(scope="session")
+def report_locations(data_files):
+    return datasets.load_report_locations()
+
+
+@pytest.fixture(scope="session")
+def municipalities(data_files):
+    return datasets.load_municipalities()
+
+
+@pytest.fixture
+def isolated_build(tmp_path, monkeypatch):
+    """Send everything computed to a temporary build folder."""
+    monkeypatch.setenv("WORKBOOK_BUILD_DIR", str(tmp_path / "build"))
+    return tmp_path / "build"
+
+
+@pytest.fixture
+def smoke_profile():
+    return config.get_profile("smoke")

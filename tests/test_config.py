@@ -1,0 +1,55 @@
+import pytest
+
+from helpers import config
+
+
+def test_profiles_share_one_set_of_keys():
+    keys = {name: set(profile) for name, profile in config.PROFILES.items()}
+    assert keys["smoke"] == keys["default"] == keys["full"]
+
+
+def test_profiles_grow_from_smoke_to_full():
+    smoke, default, full = (config.get_profile(n) for n in ("smoke", "default", "full"))
+    for key in ("images_per_cell", "image_size", "vit_layers", "vit_width", "epochs"):
+        assert smoke[key] <= default[key] <= full[key], key
+    assert full["pretrained"] == "hf://google/vit-base-patch16-224"
+    assert full["image_size"] == 224 and full["images_per_cell"] == 330
+    assert all(config.get_profile(n)["n_cells"] == 129 for n in config.PROFILES)
+
+
+def test_get_profile_returns_a_copy():
+    profile = config.get_profile("smoke")
+    profile["epochs"] = 999
+    assert config.get_profile("smoke")["epochs"] != 999
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(ValueError, match="smoke, default, full"):
+        config.get_profile("fast")
+
+
+def test_build_dir_is_per_profile_and_movable(tmp_path, monkeypatch):
+    assert config.build_dir("smoke").name == "smoke"
+    monkeypatch.setenv("WORKBOOK_BUILD_DIR", str(tmp_path))
+    figures = config.output_dir("default", "figures")
+    assert figures == tmp_path / "default" / "figures" and figures.is_dir()
+    assert not str(figures).startswith(str(config.REPO_ROOT / "notebooks"))
+
+
+def test_atomic_target_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "table.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), config.atomic_target(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_atomic_target_replaces_on_success(tmp_path):
+    target = tmp_path / "sub" / "figure.png"
+    with config.atomic_target(target) as temporary:
+        assert temporary.parent == target.parent and temporary != target
+        temporary.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o044  # readable by others, unlike mkstemp's default

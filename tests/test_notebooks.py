@@ -1,0 +1,68 @@
+"""Every numbered notebook: house rules on the source, and a real run in the smoke profile."""
+
+import json
+
+import nbformat
+import pytest
+
+from helpers import config, notebooks
+
+NOTEBOOKS = notebooks.numbered_notebooks()
+
+
+def test_there_are_notebooks_in_teaching_order():
+    names = [path.name for path in NOTEBOOKS]
+    assert names and names[0] == "01_locations.ipynb"
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_source_follows_the_house_rules(path):
+    assert notebooks.problems(path) == []
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_runs_in_the_smoke_profile(path, isolated_build):
+    before = path.read_bytes()
+    output, seconds = notebooks.run_notebook(path, "smoke")
+    assert output == isolated_build / "smoke" / "notebooks" / path.name
+    executed = json.loads(output.read_text())
+    assert any(cell.get("outputs") for cell in executed["cells"] if cell["cell_type"] == "code")
+    assert path.read_bytes() == before  # the source is never written
+    produced = [p for p in (isolated_build / "smoke").rglob("*") if p.is_file() and p != output]
+    assert produced, "every notebook leaves a figure, map or table in the build folder"
+
+
+def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):
+    source = tmp_path / "99_broken.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('PROFILE = "default"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('no such cell: 130')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, source)
+    with pytest.raises(notebooks.NotebookFailed) as caught:
+        notebooks.run_notebook(source, "smoke")
+    message = str(caught.value)
+    assert "99_broken.ipynb failed" in message and "ValueError: no such cell: 130" in message
+    folder = config.build_dir("smoke") / "notebooks"
+    assert (folder / "99_broken.failed.ipynb").exists()
+    assert not (folder / "99_broken.ipynb").exists()
+
+
+def test_strip_and_problems_on_a_dirty_notebook(tmp_path):
+    path = tmp_path / "01_x.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title\n\nWhat you will learn"),
+        nbformat.v4.new_code_cell("!pip install haversine", execution_count=3,
+                                  outputs=[nbformat.v4.new_output("stream", text="ok")]),
+        nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises"),
+    ])
+    nbformat.write(nb, path)
+    found = " | ".join(notebooks.problems(path))
+    assert "has outputs" in found and "pip install" in found and "parameters" in found
+    assert notebooks.strip(path) is True
+    assert notebooks.strip(path) is False
+    assert "has outputs" not in " | ".join(notebooks.problems(path))
