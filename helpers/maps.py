@@ -59,6 +59,30 @@ def locations_map(
     return fmap
 
 
+def cells_map(cells: gpd.GeoDataFrame, value: str, fields: list[str], aliases: list[str],
+              caption: str) -> folium.Map:
+    """A choropleth of ``cells`` coloured by column ``value``, with a tooltip of ``fields``."""
+    import branca.colormap as cm
+
+    shown = cells[[*dict.fromkeys([*fields, value]), "geometry"]].copy()
+    shown["geometry"] = shown.geometry.simplify(BORDER_TOLERANCE_DEG / 4, preserve_topology=True)
+    colours = cm.linear.YlGnBu_09.scale(float(shown[value].min()), float(shown[value].max()))
+    colours.caption = caption
+    fmap = base_map()
+    folium.GeoJson(
+        shown,
+        name=caption,
+        style_function=lambda feature: {
+            "fillColor": colours(feature["properties"][value]),
+            "color": "#333333", "weight": 0.6, "fillOpacity": 0.7,
+        },
+        highlight_function=lambda _: {"weight": 3, "color": "#d62728"},
+        tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, localize=True),
+    ).add_to(fmap)
+    colours.add_to(fmap)
+    return fmap
+
+
 def save_map(fmap: folium.Map, path: Path) -> Path:
     """Write ``fmap`` as standalone HTML at ``path`` atomically (temporary file, then rename)."""
     with atomic_target(path) as temporary:

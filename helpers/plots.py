@@ -13,11 +13,13 @@ from helpers.config import atomic_target
 sns.set_theme(context="notebook", style="whitegrid")
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 150) -> Path:
-    """Save ``fig`` as PNG at ``path`` atomically (temporary file, then rename)."""
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 150) -> None:
+    """Save ``fig`` as PNG at ``path`` atomically (temporary file, then rename).
+
+    Returns nothing, so a notebook cell ending with it shows the figure, not a path.
+    """
     with atomic_target(path) as temporary:
         fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
-    return Path(path)
 
 
 def counts_bar(counts: pd.Series, xlabel: str, ylabel: str, title: str, highlight: int = 2) -> plt.Figure:
@@ -37,3 +39,33 @@ def counts_bar(counts: pd.Series, xlabel: str, ylabel: str, title: str, highligh
     ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def cell_colours(n: int, seed: int = 0) -> list:
+    """``n`` distinct-looking colours in a shuffled order, so neighbouring cells rarely match."""
+    import numpy as np
+
+    palette = sns.color_palette("tab20", 20) + sns.color_palette("Set2", 8)
+    order = np.random.default_rng(seed).permutation(n)
+    return [palette[i % len(palette)] for i in order]
+
+
+def plot_cells(cells, ax=None, points=None, bounds=None, title: str | None = None, edge: str = "white"):
+    """Draw cell polygons in shuffled colours, optionally with the points on top.
+
+    ``cells`` is a GeoDataFrame (EPSG:4326), ``points`` one with ``lat``/``lng``;
+    ``bounds`` = (lng_min, lat_min, lng_max, lat_max) in degrees zooms in.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 7))
+    cells.plot(ax=ax, color=cell_colours(len(cells)), edgecolor=edge, linewidth=0.4)
+    if points is not None:
+        ax.scatter(points["lng"], points["lat"], s=0.2, color="black", alpha=0.5, linewidths=0)
+    if bounds is not None:
+        ax.set_xlim(bounds[0], bounds[2])
+        ax.set_ylim(bounds[1], bounds[3])
+    ax.set_aspect(1 / 0.56)  # a degree of longitude is about 0.56 of a degree of latitude at 56° N
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

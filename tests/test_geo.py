@@ -59,9 +59,10 @@ def test_points_from_latlng_refuses_missing_coordinates():
 def test_assign_municipality_inside_coast_and_abroad(municipalities):
     pts = geo.points_from_latlng(
         [56.1572, 55.6761, 56.1400, 55.6050],
-        [10.2107, 12.5683, 10.2400, 13.0030],  # Aarhus, Copenhagen, Aarhus Bay 1-2 km out, Malmö
+        [10.2107, 12.5683, 10.2400, 13.0030],  # Aarhus, Copenhagen, Aarhus Bay just off the beach, Malmö
     )
-    assigned = geo.assign_municipality(pts, municipalities)
+    with pytest.warns(UserWarning, match=r"1 of 4 points .* \(55.6050, 13.0030\)"):
+        assigned = geo.assign_municipality(pts, municipalities)
     assert list(assigned["municipality"]) == ["Aarhus", "København", "Aarhus"]
     assert assigned.attrs["assignment"] == {"inside": 2, "nearest": 1, "dropped": 1}
     assert 0 < assigned["offshore_km"].iloc[2] < 5

@@ -21,17 +21,26 @@ def test_source_follows_the_house_rules(path):
     assert notebooks.problems(path) == []
 
 
+@pytest.fixture(scope="module")
+def shared_build(tmp_path_factory):
+    """One build folder for the whole series: later notebooks read what earlier ones wrote."""
+    root = tmp_path_factory.mktemp("build")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBOOK_BUILD_DIR", str(root))
+        yield root
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_runs_in_the_smoke_profile(path, isolated_build):
+def test_runs_in_the_smoke_profile(path, shared_build):
     before = path.read_bytes()
     output, seconds = notebooks.run_notebook(path, "smoke")
-    assert output == isolated_build / "smoke" / "notebooks" / path.name
+    assert output == shared_build / "smoke" / "notebooks" / path.name
     executed = json.loads(output.read_text())
     assert any(cell.get("outputs") for cell in executed["cells"] if cell["cell_type"] == "code")
     assert path.read_bytes() == before  # the source is never written
-    produced = [p for p in (isolated_build / "smoke").rglob("*") if p.is_file() and p != output]
-    assert produced, "every notebook leaves a figure, map or table in the build folder"
+    figures = (shared_build / "smoke" / "figures").glob(f"fig{path.stem[:2]}*.png")
+    assert list(figures), "every notebook saves its figures in the build folder"
 
 
 def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):

@@ -1,0 +1,89 @@
+"""How far off is a guess? Distance metrics, the baselines a model must beat, and the results table.
+
+Distances are great-circle kilometres (``helpers.geo.haversine_km``); coordinates are
+(lat, lng) in degrees. The thresholds 1, 25, 200 and 750 km are the street, city, region
+and country levels used across the image geolocation literature (Im2GPS onwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from helpers import config, geo
+
+THRESHOLDS_KM = (1, 25, 200, 750)
+RESULT_COLUMNS = [
+    "experiment", "data", "split", "top1", "top3", "mean_km", "median_km",
+    *[f"within_{t}km" for t in THRESHOLDS_KM], "notes",
+]
+
+
+def distance_summary(errors_km) -> dict:
+    """Mean and median error in km and the share of guesses within each threshold."""
+    errors_km = np.asarray(errors_km, dtype=float)
+    summary = {"mean_km": float(errors_km.mean()), "median_km": float(np.median(errors_km))}
+    summary.update({f"within_{t}km": float((errors_km <= t).mean()) for t in THRESHOLDS_KM})
+    return summary
+
+
+def random_cell_errors_km(lat, lng, centroids) -> np.ndarray:
+    """Every error a uniformly random cell guess can make: shape (n_points, n_cells), km.
+
+    Row i holds the distance from point i (degrees) to each cell centroid (``centroids``
+    has shape (n_cells, 2), (lat, lng) degrees); each column is equally likely, so
+    ``distance_summary(errors.ravel())`` is the exact expected summary of random guessing.
+    """
+    return geo.pairwise_haversine_km(np.column_stack([lat, lng]), centroids)
+
+
+def best_single_point(lat, lng, iterations: int = 100) -> tuple[float, float]:
+    """The (lat, lng) that minimises the mean distance to all points: their geometric median.
+
+    Weiszfeld's algorithm in the metric projection EPSG:25832, which over Denmark differs
+    from great-circle distance by well under 1 %. This is the best a model that always
+    gives the same answer can do.
+    """
+    import geopandas as gpd
+
+    projected = gpd.GeoSeries(gpd.points_from_xy(lng, lat), crs="EPSG:4326").to_crs(geo.METRIC_CRS)
+    xy = np.column_stack([projected.x, projected.y])
+    guess = xy.mean(axis=0)
+    for _ in range(iterations):
+        weights = 1.0 / np.maximum(np.linalg.norm(xy - guess, axis=1), 1e-6)
+        guess = (xy * weights[:, None]).sum(axis=0) / weights.sum()
+    back = gpd.GeoSeries(gpd.points_from_xy([guess[0]], [guess[1]]), crs=geo.METRIC_CRS).to_crs(4326)
+    return float(back.y.iloc[0]), float(back.x.iloc[0])
+
+
+def results_path(profile: str):
+    """Where the results table of ``profile`` lives: ``build/<profile>/tables/results.csv``."""
+    return config.output_dir(profile, "tables") / "results.csv"
+
+
+def load_results(profile: str) -> pd.DataFrame:
+    """The results table so far (empty, with its columns, before anything was recorded)."""
+    path = results_path(profile)
+    if not path.exists():
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def record_result(
+    profile: str, experiment: str, data: str, split: str, notes: str = "", **values
+) -> pd.DataFrame:
+    """Add or replace the row (``experiment``, ``split``) of the results table; return the table.
+
+    ``values`` are metric columns (``top1``, ``mean_km``, ...; fractions, not percent).
+    Re-running a notebook replaces its own rows instead of adding duplicates.
+    """
+    unknown = set(values) - set(RESULT_COLUMNS)
+    if unknown:
+        raise KeyError(f"Unknown result columns {sorted(unknown)}; known: {RESULT_COLUMNS}.")
+    table = load_results(profile)
+    keep = ~((table["experiment"] == experiment) & (table["split"] == split))
+    row = pd.DataFrame([{"experiment": experiment, "data": data, "split": split, "notes": notes, **values}])
+    table = pd.concat([table[keep], row], ignore_index=True)[RESULT_COLUMNS]
+    with config.atomic_target(results_path(profile)) as temporary:
+        table.to_csv(temporary, index=False)
+    return table

@@ -1,0 +1,46 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import geo, metrics
+
+
+def test_distance_summary_by_hand():
+    summary = metrics.distance_summary([0.5, 10, 100, 1000])
+    assert summary["mean_km"] == pytest.approx(277.625)
+    assert summary["median_km"] == pytest.approx(55)
+    assert summary["within_1km"] == 0.25 and summary["within_25km"] == 0.5
+    assert summary["within_200km"] == 0.75 and summary["within_750km"] == 0.75
+
+
+def test_random_cell_errors_are_distances_to_every_centroid():
+    centroids = np.array([[56.0, 10.0], [55.0, 12.0]])
+    errors = metrics.random_cell_errors_km([56.0], [10.0], centroids)
+    assert errors.shape == (1, 2) and errors[0, 0] == 0
+    assert errors[0, 1] == pytest.approx(geo.haversine_km(56.0, 10.0, 55.0, 12.0))
+
+
+def test_best_single_point_beats_the_mean_and_sits_on_a_majority():
+    # five points on one spot and one far away: the median stays at the cluster, the mean moves
+    lat = np.array([56.0] * 5 + [55.0])
+    lng = np.array([10.0] * 5 + [12.0])
+    best = metrics.best_single_point(lat, lng)
+    assert geo.haversine_km(56.0, 10.0, *best) < 0.1
+    mean_error = geo.haversine_km(lat, lng, lat.mean(), lng.mean()).mean()
+    assert geo.haversine_km(lat, lng, *best).mean() < mean_error
+
+
+def test_results_table_replaces_rows_of_a_rerun(isolated_build):
+    metrics.record_result("smoke", "random cell", data="d", split="all", mean_km=136.0)
+    metrics.record_result("smoke", "oracle", data="d", split="all", mean_km=5.0)
+    table = metrics.record_result("smoke", "random cell", data="d", split="all", mean_km=135.0)
+    assert list(table["experiment"]) == ["oracle", "random cell"]
+    on_disk = metrics.load_results("smoke")
+    assert on_disk.loc[on_disk["experiment"] == "random cell", "mean_km"].item() == 135.0
+    assert list(on_disk.columns) == metrics.RESULT_COLUMNS
+
+
+def test_results_table_refuses_unknown_columns(isolated_build):
+    with pytest.raises(KeyError, match="accuracy"):
+        metrics.record_result("smoke", "x", data="d", split="all", accuracy=0.3)
+    assert isinstance(metrics.load_results("smoke"), pd.DataFrame)
