@@ -55,13 +55,27 @@ def main() -> None:
     joined_s = best_seconds(lambda: geo.assign_municipality(locations, municipalities))
     cells_s = best_seconds(lambda: geo.make_geocells(locations, municipalities, n_cells=129))
     naive_s = best_seconds(lambda: naive_assign(locations, municipalities), repeats=1)
-    rows.append(("make_geocells, 129 cells (assignment + 31 K-means splits + regions)",
-                 f"{n / cells_s:,.0f} points/s ({cells_s:.2f} s)",
-                 f"{naive_s / cells_s:.1f}x faster than the naive loop's assignment alone"))
-    rows.append(("assign_municipality (spatial join + nearest)", f"{n / joined_s:,.0f} points/s",
-                 f"{naive_s / joined_s:,.0f}x the naive loop"))
-    rows.append(("naive point-in-polygon loop over municipalities", f"{n / naive_s:,.0f} points/s "
-                 f"({naive_s:.2f} s)", "1x"))
+    rows.append(
+        (
+            "make_geocells, 129 cells (assignment + 31 K-means splits + regions)",
+            f"{n / cells_s:,.0f} points/s ({cells_s:.2f} s)",
+            f"{naive_s / cells_s:.1f}x faster than the naive loop's assignment alone",
+        )
+    )
+    rows.append(
+        (
+            "assign_municipality (spatial join + nearest)",
+            f"{n / joined_s:,.0f} points/s",
+            f"{naive_s / joined_s:,.0f}x the naive loop",
+        )
+    )
+    rows.append(
+        (
+            "naive point-in-polygon loop over municipalities",
+            f"{n / naive_s:,.0f} points/s ({naive_s:.2f} s)",
+            "1x",
+        )
+    )
 
     # sanity: both ways agree where the naive loop finds a polygon
     subset = locations.sample(500, random_state=0)

@@ -99,8 +99,7 @@ def get_profile(name: str) -> dict:
     if name not in PROFILES:
         known = ", ".join(PROFILES)
         raise ValueError(
-            f"Unknown profile {name!r}. Choose one of: {known} "
-            f"(for example `make all PROFILE=smoke`)."
+            f"Unknown profile {name!r}. Choose one of: {known} (for example `make all PROFILE=smoke`)."
         )
     return {"name": name, **PROFILES[name]}
 

@@ -27,7 +27,9 @@ import shapely
 from helpers import config, geo
 
 _DAGI = "https://raw.githubusercontent.com/Neogeografen/dagi/a1c1563a6484a07ae937caed043ab839d2d6b2d6/geojson"
-_REPORT = "https://raw.githubusercontent.com/csiztom/dl-geolocation-vit/ca4f81798d0e303f662e8cb944f75fae55f62261"
+_REPORT = (
+    "https://raw.githubusercontent.com/csiztom/dl-geolocation-vit/ca4f81798d0e303f662e8cb944f75fae55f62261"
+)
 
 DATA_FILES: dict[str, dict[str, str]] = {
     "dagi_kommuner.geojson": {
@@ -336,7 +338,8 @@ def sample_per_area(
     if short:
         warnings.warn(
             f"{len(short)} areas have fewer than {n_per_area} rows and were taken whole: "
-            + ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
+            + ", ".join(short[:10])
+            + (" ..." if len(short) > 10 else ""),
             stacklevel=2,
         )
     return points.loc[np.concatenate(chosen)]

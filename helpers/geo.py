@@ -59,8 +59,7 @@ def in_denmark_box(lat, lng):
     """Boolean array: is (lat, lng) inside the rough bounding box of Denmark?"""
     lat, lng = np.asarray(lat, dtype=float), np.asarray(lng, dtype=float)
     return (
-        (lat >= DENMARK_LAT[0]) & (lat <= DENMARK_LAT[1])
-        & (lng >= DENMARK_LNG[0]) & (lng <= DENMARK_LNG[1])
+        (lat >= DENMARK_LAT[0]) & (lat <= DENMARK_LAT[1]) & (lng >= DENMARK_LNG[0]) & (lng <= DENMARK_LNG[1])
     )
 
 
@@ -168,6 +167,7 @@ def assign_municipality(
 
 # --- geocells ----------------------------------------------------------------------------
 
+
 def _clustering_coordinates(lat, lng, space: str) -> np.ndarray:
     """Coordinates K-means works in: "degrees" (lng, lat) as the report did, or "metric" km."""
     if space == "degrees":
@@ -236,7 +236,9 @@ def make_geocells(
         for digit, cluster in enumerate(north_first):
             other = north_first[1 - digit]
             cells[f"{stem}{digit}"] = (
-                municipality, code, members[kmeans.labels_ == cluster],
+                municipality,
+                code,
+                members[kmeans.labels_ == cluster],
                 [*splits, (centres[cluster].tolist(), centres[other].tolist())],
             )
 
@@ -244,11 +246,18 @@ def make_geocells(
     for cell_id, name in enumerate(sorted(cells, key=lambda c: (cells[c][1], c))):
         municipality, code, members, splits = cells[name]
         labels[members] = cell_id
-        rows.append({
-            "cell": cell_id, "name": name, "municipality": municipality, "municipality_code": code,
-            "n_points": len(members), "lat": latitudes[members].mean(),
-            "lng": located["lng"].to_numpy()[members].mean(), "splits": splits,
-        })
+        rows.append(
+            {
+                "cell": cell_id,
+                "name": name,
+                "municipality": municipality,
+                "municipality_code": code,
+                "n_points": len(members),
+                "lat": latitudes[members].mean(),
+                "lng": located["lng"].to_numpy()[members].mean(),
+                "splits": splits,
+            }
+        )
     cells_table = _cell_regions(pd.DataFrame(rows), municipalities, space)
     return pd.Series(labels, index=located.index, name="cell"), cells_table
 
@@ -261,8 +270,12 @@ def _half_plane(own, other, reach: float):
     middle = (own + other) / 2
     normal = (own - other) / np.linalg.norm(own - other)  # points towards own
     along = np.array([-normal[1], normal[0]])
-    corners = [middle + along * reach, middle + along * reach + normal * reach,
-               middle - along * reach + normal * reach, middle - along * reach]
+    corners = [
+        middle + along * reach,
+        middle + along * reach + normal * reach,
+        middle - along * reach + normal * reach,
+        middle - along * reach,
+    ]
     return Polygon(corners)
 
 
@@ -276,8 +289,9 @@ def _cell_regions(cells: pd.DataFrame, municipalities: gpd.GeoDataFrame, space: 
     for code, splits in zip(cells["municipality_code"], cells["splits"], strict=True):
         region = working.loc[code]
         for own, other in splits:
-            region = region.intersection(_half_plane(np.multiply(own, scale), np.multiply(other, scale),
-                                                     reach * scale))
+            region = region.intersection(
+                _half_plane(np.multiply(own, scale), np.multiply(other, scale), reach * scale)
+            )
         geometries.append(region)
     crs = "EPSG:4326" if space == "degrees" else METRIC_CRS
     regions = gpd.GeoDataFrame(cells.drop(columns="splits"), geometry=geometries, crs=crs).to_crs(4326)
@@ -300,17 +314,16 @@ def cell_polygons(labels: pd.Series, points: gpd.GeoDataFrame, land) -> gpd.GeoD
     unique_xy, first = np.unique(np.round(xy, 1), axis=0, return_index=True)  # Voronoi needs distinct sites
     sites = shapely.points(unique_xy)
     tiles = shapely.voronoi_polygons(shapely.multipoints(sites), ordered=True)
-    tiles = gpd.GeoDataFrame({"cell": labels.to_numpy()[first]},
-                             geometry=list(shapely.get_parts(tiles)), crs=METRIC_CRS)
+    tiles = gpd.GeoDataFrame(
+        {"cell": labels.to_numpy()[first]}, geometry=list(shapely.get_parts(tiles)), crs=METRIC_CRS
+    )
     merged = tiles.dissolve(by="cell", as_index=False)
     land_shape = land.to_crs(METRIC_CRS).union_all() if hasattr(land, "to_crs") else land
     merged["geometry"] = merged.geometry.intersection(land_shape)
     return merged.to_crs(4326)
 
 
-def sample_per_cell(
-    points: pd.DataFrame, labels: pd.Series, per_cell: int, seed: int = 0
-) -> pd.DataFrame:
+def sample_per_cell(points: pd.DataFrame, labels: pd.Series, per_cell: int, seed: int = 0) -> pd.DataFrame:
     """The report's "N per geocell": ``per_cell`` random points from each cell, with a ``cell`` column."""
     from helpers.datasets import sample_per_area
 

@@ -59,8 +59,9 @@ def locations_map(
     return fmap
 
 
-def cells_map(cells: gpd.GeoDataFrame, value: str, fields: list[str], aliases: list[str],
-              caption: str) -> folium.Map:
+def cells_map(
+    cells: gpd.GeoDataFrame, value: str, fields: list[str], aliases: list[str], caption: str
+) -> folium.Map:
     """A choropleth of ``cells`` coloured by column ``value``, with a tooltip of ``fields``."""
     import branca.colormap as cm
 
@@ -74,7 +75,9 @@ def cells_map(cells: gpd.GeoDataFrame, value: str, fields: list[str], aliases: l
         name=caption,
         style_function=lambda feature: {
             "fillColor": colours(feature["properties"][value]),
-            "color": "#333333", "weight": 0.6, "fillOpacity": 0.7,
+            "color": "#333333",
+            "weight": 0.6,
+            "fillOpacity": 0.7,
         },
         highlight_function=lambda _: {"weight": 3, "color": "#d62728"},
         tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, localize=True),

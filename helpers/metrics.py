@@ -14,8 +14,15 @@ from helpers import config, geo
 
 THRESHOLDS_KM = (1, 25, 200, 750)
 RESULT_COLUMNS = [
-    "experiment", "data", "split", "top1", "top3", "mean_km", "median_km",
-    *[f"within_{t}km" for t in THRESHOLDS_KM], "notes",
+    "experiment",
+    "data",
+    "split",
+    "top1",
+    "top3",
+    "mean_km",
+    "median_km",
+    *[f"within_{t}km" for t in THRESHOLDS_KM],
+    "notes",
 ]
 
 

@@ -123,9 +123,7 @@ def strip(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m helpers.notebooks", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute notebooks in order, stop at the first failure")
     run.add_argument("notebooks", nargs="*", type=Path, help="default: every numbered notebook")

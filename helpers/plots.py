@@ -31,8 +31,14 @@ def counts_bar(counts: pd.Series, xlabel: str, ylabel: str, title: str, highligh
     ordered = counts.sort_values(ascending=False)
     colours = ["#d62728" if i < highlight else "#1f77b4" for i in range(len(ordered))]
     fig, ax = plt.subplots(figsize=(max(8, 0.16 * len(ordered)), 4.5))
-    sns.barplot(x=ordered.index.astype(str), y=ordered.to_numpy(), hue=ordered.index.astype(str),
-                palette=colours, legend=False, ax=ax)
+    sns.barplot(
+        x=ordered.index.astype(str),
+        y=ordered.to_numpy(),
+        hue=ordered.index.astype(str),
+        palette=colours,
+        legend=False,
+        ax=ax,
+    )
     ax.axhline(ordered.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {ordered.mean():.0f}")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)

@@ -7,7 +7,8 @@ Usage::
         server.requests  # the paths asked for, in order
 
 A route's answer is a tuple (status, headers, body) or a callable taking the request
-handler and returning one, so a test can count calls or change its answer over time.
+handler and returning one, so a test can count calls or change its answer over time. A
+callable that returns None has written its own response (a truncated body, say).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (name fixed by http.server)
         self.server.requests.append(self.path)
+        self.server.headers_seen.append(dict(self.headers))
         route = self.server.routes.get(self.path.split("?")[0])
         if route is None:
             status, headers, body = 404, {"Content-Type": "text/plain"}, b"not found"
         else:
-            status, headers, body = route(self) if callable(route) else route
+            answer = route(self) if callable(route) else route
+            if answer is None:  # the route wrote its own (possibly broken) response
+                return
+            status, headers, body = answer
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -43,6 +48,8 @@ def serve(routes: dict):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.routes = routes
     server.requests = []
+    server.headers_seen = []
+    server.daemon_threads = True
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

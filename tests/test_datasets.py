@@ -32,8 +32,9 @@ def test_download_from_a_server_then_reuse(tmp_path, good_bytes):
 
 def test_download_with_wrong_content_is_discarded(tmp_path, good_bytes):
     tampered = good_bytes[:-100]
-    with serve({"/f": (200, {}, tampered)}) as server, pytest.raises(
-        datasets.DataError, match="did not match its SHA-256"
+    with (
+        serve({"/f": (200, {}, tampered)}) as server,
+        pytest.raises(datasets.DataError, match="did not match its SHA-256"),
     ):
         datasets.fetch(NAME, tmp_path, url=server.url + "/f")
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
@@ -89,9 +90,12 @@ def test_report_municipalities_are_dagi_names(report_locations, municipalities):
     names = set(report_locations["report_municipality"])
     assert names <= set(municipalities["name"])
     assert len(names) == 97  # Herlev has no cell of its own in the report
-    assert datasets.report_municipality(
-        report_locations["report_cell"].iloc[[0]].str.replace("Aabenraa", "Københavns")
-    ).iloc[0] == "København"
+    assert (
+        datasets.report_municipality(
+            report_locations["report_cell"].iloc[[0]].str.replace("Aabenraa", "Københavns")
+        ).iloc[0]
+        == "København"
+    )
 
 
 @pytest.mark.parametrize(

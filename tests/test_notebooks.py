@@ -45,11 +45,13 @@ def test_runs_in_the_smoke_profile(path, shared_build):
 
 def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):
     source = tmp_path / "99_broken.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('PROFILE = "default"', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("x = 1"),
-        nbformat.v4.new_code_cell("raise ValueError('no such cell: 130')"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell('PROFILE = "default"', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("x = 1"),
+            nbformat.v4.new_code_cell("raise ValueError('no such cell: 130')"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, source)
     with pytest.raises(notebooks.NotebookFailed) as caught:
@@ -63,12 +65,17 @@ def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_b
 
 def test_strip_and_problems_on_a_dirty_notebook(tmp_path):
     path = tmp_path / "01_x.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Title\n\nWhat you will learn"),
-        nbformat.v4.new_code_cell("!pip install haversine", execution_count=3,
-                                  outputs=[nbformat.v4.new_output("stream", text="ok")]),
-        nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title\n\nWhat you will learn"),
+            nbformat.v4.new_code_cell(
+                "!pip install haversine",
+                execution_count=3,
+                outputs=[nbformat.v4.new_output("stream", text="ok")],
+            ),
+            nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises"),
+        ]
+    )
     nbformat.write(nb, path)
     found = " | ".join(notebooks.problems(path))
     assert "has outputs" in found and "pip install" in found and "parameters" in found

@@ -23,9 +23,11 @@ def write_csv(path, rows):
 
 def write_geojsonl(path, rows, compress=False):
     features = [
-        {"type": "Feature",
-         "properties": {"number": str(i), "street": "Torvet", "postcode": pc, "hash": f"h{i}"},
-         "geometry": {"type": "Point", "coordinates": [lng, lat]}}
+        {
+            "type": "Feature",
+            "properties": {"number": str(i), "street": "Torvet", "postcode": pc, "hash": f"h{i}"},
+            "geometry": {"type": "Point", "coordinates": [lng, lat]},
+        }
         for i, (lat, lng, pc) in enumerate(rows)
     ]
     text = "\n".join(json.dumps(f) for f in features) + "\n"
@@ -92,6 +94,7 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 # --- sampling -----------------------------------------------------------------------------
 
+
 def table(sizes: dict[tuple[str, str], int]) -> pd.DataFrame:
     rows = [(area, sub) for (area, sub), n in sizes.items() for _ in range(n)]
     return pd.DataFrame(rows, columns=["area", "sub"])
@@ -102,7 +105,11 @@ def test_sample_per_area_is_proportional_to_subareas():
     sample = datasets.sample_per_area(points, "area", 20, subarea="sub", seed=1)
     counts = sample.groupby(["area", "sub"]).size()
     assert counts.to_dict() == {
-        ("A", "a1"): 12, ("A", "a2"): 6, ("A", "a3"): 2, ("B", "b1"): 10, ("B", "b2"): 10
+        ("A", "a1"): 12,
+        ("A", "a2"): 6,
+        ("A", "a3"): 2,
+        ("B", "b1"): 10,
+        ("B", "b2"): 10,
     }
     assert sample.index.is_unique
 
