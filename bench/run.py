@@ -77,6 +77,31 @@ def main() -> None:
         )
     )
 
+    # synthetic rendering, at the default (64 px) and the full (224 px) image size
+    from helpers import synthetic
+
+    geography = synthetic.build_geography(locations, municipalities)
+    sample = locations.sample(400, random_state=0).reset_index(drop=True)
+    features = synthetic.scene_features(sample["lat"], sample["lng"], geography)
+    sessions = np.arange(len(sample)) % synthetic.N_SESSIONS
+    targets = {64: 200, 224: 20}
+    for size, target in targets.items():
+        count = len(sample) if size == 64 else 100
+        seconds = best_seconds(
+            lambda size=size, count=count: synthetic.render_locations(
+                sample.head(count), features.head(count), sessions[:count], size
+            ),
+            repeats=2,
+        )
+        rate = count / seconds
+        rows.append(
+            (
+                f"render synthetic scenes, {size}x{size} px",
+                f"{rate:,.0f} images/s",
+                f"{rate / target:.1f}x the target of {target}/s",
+            )
+        )
+
     # sanity: both ways agree where the naive loop finds a polygon
     subset = locations.sample(500, random_state=0)
     naive = np.array(naive_assign(subset, municipalities), dtype=object)

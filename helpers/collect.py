@@ -254,11 +254,14 @@ def _append(handle, row: dict) -> None:
 
 
 def save_image(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as JPEG (quality 95) to ``path`` through a temporary file and a rename."""
+    """Write ``image`` to ``path`` (JPEG quality 95, or PNG by suffix) via a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.part{os.getpid()}-{threading.get_ident()}")
     try:
-        image.save(temporary, format="JPEG", quality=95)
+        if path.suffix.lower() == ".png":
+            image.save(temporary, format="PNG")
+        else:
+            image.save(temporary, format="JPEG", quality=95)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ _COMMON = {
     "warmup_fraction": 0.1,
     "randaugment_ops": 2,
     "randaugment_factor": 0.15,
+    "session_leak": 0.5,  # synthetic images: how strongly a cell's images share one sky
 }
 
 PROFILES: dict[str, dict] = {

@@ -290,7 +290,7 @@ def read_openaddresses(path, swap_coordinates: bool = False) -> gpd.GeoDataFrame
     return geo.points_from_latlng(lat[inside], lng[inside], table)
 
 
-def _largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
+def largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
     """Split ``total`` into integer quotas proportional to ``counts`` (Hamilton's method)."""
     exact = counts * total / counts.sum()
     quotas = np.floor(exact).astype(int)
@@ -332,7 +332,7 @@ def sample_per_area(
             continue
         parts = group.groupby(subarea, sort=True, dropna=False).groups
         sizes = np.array([len(ix) for ix in parts.values()])
-        for index, quota in zip(parts.values(), _largest_remainder(sizes, n), strict=True):
+        for index, quota in zip(parts.values(), largest_remainder(sizes, n), strict=True):
             if quota:
                 chosen.append(rng.choice(np.asarray(index), size=quota, replace=False))
     if short:

@@ -86,6 +86,34 @@ def cells_map(
     return fmap
 
 
+def image_markers_map(table, folder: Path, borders: gpd.GeoDataFrame | None = None) -> folium.Map:
+    """Markers at each image's (lat, lng); a click opens the image and its cell in a popup.
+
+    The thumbnails are embedded in the HTML (base64 JPEG), so keep ``table`` to a few hundred rows.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    fmap = base_map()
+    if borders is not None:
+        add_borders(fmap, borders, "borders")
+    for row in table.itertuples():
+        with Image.open(Path(folder) / row.image_path) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").resize((128, 128)).save(buffer, format="JPEG", quality=85)
+        encoded = base64.b64encode(buffer.getvalue()).decode()
+        html = (
+            f'<img src="data:image/jpeg;base64,{encoded}" width="128" height="128"><br>'
+            f"cell {row.cell} &middot; ({row.lat:.4f}, {row.lng:.4f})"
+        )
+        folium.CircleMarker(
+            [row.lat, row.lng], radius=4, color="#d62728", fill=True, popup=folium.Popup(html, max_width=160)
+        ).add_to(fmap)
+    return fmap
+
+
 def save_map(fmap: folium.Map, path: Path) -> Path:
     """Write ``fmap`` as standalone HTML at ``path`` atomically (temporary file, then rename)."""
     with atomic_target(path) as temporary:

@@ -119,6 +119,25 @@ def fetch(session, found: dict, settings: dict):
     return image.crop((0, 0, width, height))
 
 
+def example_requests(lat: float, lng: float, key: str = "YOUR_KEY", size=(224, 224)) -> dict[str, str]:
+    """The two URLs this client asks for at (lat, lng), for reading (the key is a placeholder)."""
+    import requests
+
+    metadata = {"location": f"{lat:.7f},{lng:.7f}", "radius": 50, "source": "outdoor", "key": key}
+    image = {
+        "pano": "PANO_ID_FROM_METADATA",
+        "size": f"{size[0]}x{size[1] + LOGO_ROWS}",
+        "fov": 90,
+        "pitch": 0,
+        "key": key,
+        "return_error_code": "true",
+    }
+    return {
+        "metadata (free)": requests.Request("GET", f"{API_ROOT}/metadata", params=metadata).prepare().url,
+        "image (billed)": requests.Request("GET", API_ROOT, params=image).prepare().url,
+    }
+
+
 def _get(session, url, params, settings):
     return collect.get_with_retries(
         session,

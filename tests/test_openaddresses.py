@@ -137,10 +137,10 @@ def test_sample_per_area_rejects_bad_arguments():
 
 
 @given(st.lists(st.integers(1, 1000), min_size=1, max_size=30), st.data())
-def test_largest_remainder_quotas(counts, data):
+def testlargest_remainder_quotas(counts, data):
     counts = np.array(counts)
     total = data.draw(st.integers(0, int(counts.sum())))
-    quotas = datasets._largest_remainder(counts, total)
+    quotas = datasets.largest_remainder(counts, total)
     exact = counts * total / counts.sum()
     assert quotas.sum() == total
     assert (quotas >= np.floor(exact)).all() and (quotas <= np.ceil(exact)).all()
