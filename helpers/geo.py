@@ -380,3 +380,20 @@ def order_cells_geographically(cells: pd.DataFrame, regions: gpd.GeoDataFrame) -
             part = part.iloc[leaves_list(optimal_leaf_ordering(tree, xy))]
         parts.append(part)
     return pd.concat(parts)
+
+
+def cell_adjacency(cells: gpd.GeoDataFrame, tolerance_m: float = 50.0) -> np.ndarray:
+    """Boolean (n_cells, n_cells) matrix: do the regions of two cells touch?
+
+    Regions closer than ``tolerance_m`` count as touching (generalised borders leave slivers).
+    Rows and columns follow ``cells["cell"]`` sorted; the diagonal is False.
+    """
+    import shapely
+
+    ordered = cells.sort_values("cell")
+    shapes = ordered.to_crs(METRIC_CRS).geometry.buffer(tolerance_m / 2).to_numpy()
+    left, right = shapely.STRtree(shapes).query(shapes, predicate="intersects")
+    adjacency = np.zeros((len(shapes), len(shapes)), dtype=bool)
+    adjacency[left, right] = True
+    np.fill_diagonal(adjacency, False)
+    return adjacency

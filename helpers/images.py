@@ -143,3 +143,60 @@ def load_images(table: pd.DataFrame, folder: Path, size: int) -> tuple[np.ndarra
             continue
     array = np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
     return array, table.iloc[kept].reset_index(drop=True), len(table) - len(kept)
+
+
+def render_like(
+    dataset: pd.DataFrame,
+    root: Path,
+    subfolder: str,
+    geography: dict,
+    *,
+    size: int,
+    session_leak: float,
+    day: int = 0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Re-render the locations of ``dataset`` (same rows, same splits) with other sessions.
+
+    For controlled experiments: only the capture sessions change (``session_leak``,
+    ``day``). Images go to ``root/subfolder``; the returned table's paths are relative to ``root``.
+    """
+    rendered = render_synthetic(
+        dataset[["lat", "lng", "cell"]].reset_index(drop=True),
+        Path(root) / subfolder,
+        geography,
+        size=size,
+        session_leak=session_leak,
+        day=day,
+        seed=seed,
+    )
+    return dataset.reset_index(drop=True).assign(
+        image_path=subfolder + "/" + rendered["image_path"], session=rendered["session"], day=day
+    )
+
+
+def synthetic_sky_masks(
+    rows: pd.DataFrame, root: Path, geography: dict, size: int, seed: int = 0
+) -> np.ndarray:
+    """The sky mask (size, size) of each synthetic image in ``rows``, by rendering it again.
+
+    Rendering is deterministic, so the re-rendered image must equal the file on disk; this
+    is checked, so a mask can never belong to a different picture.
+    """
+    masks = np.empty((len(rows), size, size), dtype=bool)
+    features = synthetic.scene_features(rows["lat"], rows["lng"], geography, seed=seed)
+    for day in rows["day"].unique():
+        part = np.flatnonzero(rows["day"].to_numpy() == day)
+        pictures, masks[part] = synthetic.render_locations(
+            rows.iloc[part],
+            features.iloc[part],
+            rows["session"].to_numpy()[part],
+            size,
+            day=int(day),
+            seed=seed,
+            sky_masks=True,
+        )
+        stored, _, _ = load_images(rows.iloc[part], root, size)
+        if not np.array_equal(stored, pictures):
+            raise ValueError("The images on disk differ from their re-rendering; render the image set again.")
+    return masks

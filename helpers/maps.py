@@ -114,6 +114,50 @@ def image_markers_map(table, folder: Path, borders: gpd.GeoDataFrame | None = No
     return fmap
 
 
+def prediction_explorer(table, probabilities, cells, folder: Path, borders=None) -> folium.Map:
+    """One marker per image at its true location; a click shows the image, the top-3 cells
+    with their probabilities and the error in km; a line joins it to the predicted centroid.
+
+    ``table`` has ``image_path``, ``lat``, ``lng``, ``cell``; ``probabilities`` its rows'
+    predictions (n, n_cells). Thumbnails are embedded, so keep it to a few hundred images.
+    """
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers import geo
+
+    ordered = cells.sort_values("cell").reset_index(drop=True)
+    fmap = base_map()
+    if borders is not None:
+        add_borders(fmap, borders, "borders")
+    for row, p in zip(table.itertuples(), probabilities, strict=True):
+        top = np.argsort(-p)[:3]
+        guess = ordered.loc[top[0], ["lat", "lng"]].to_numpy(dtype=float)
+        error = float(geo.haversine_km(row.lat, row.lng, *guess))
+        with Image.open(Path(folder) / row.image_path) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").resize((128, 128)).save(buffer, format="JPEG", quality=85)
+        lines = "".join(
+            f"<li>{ordered.loc[c, 'name']}: {p[c]:.0%}{' &#10003;' if c == row.cell else ''}</li>"
+            for c in top
+        )
+        html = (
+            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
+            f'width="128"><br>true cell: {ordered.loc[row.cell, "name"]}<ol>{lines}</ol>error {error:.0f} km'
+        )
+        colour = "#2ca02c" if top[0] == row.cell else "#d62728"
+        folium.CircleMarker(
+            [row.lat, row.lng], radius=4, color=colour, fill=True, popup=folium.Popup(html, max_width=220)
+        ).add_to(fmap)
+        folium.PolyLine([[row.lat, row.lng], guess.tolist()], color=colour, weight=1, opacity=0.6).add_to(
+            fmap
+        )
+    return fmap
+
+
 def save_map(fmap: folium.Map, path: Path) -> Path:
     """Write ``fmap`` as standalone HTML at ``path`` atomically (temporary file, then rename)."""
     with atomic_target(path) as temporary:

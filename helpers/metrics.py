@@ -94,3 +94,51 @@ def record_result(
     with config.atomic_target(results_path(profile)) as temporary:
         table.to_csv(temporary, index=False)
     return table
+
+
+def weighted_top_k(probabilities: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
+    """A continuous guess per image: the probability-weighted mean of its top-``k`` cell centroids.
+
+    The report's future-work idea. ``centroids`` is (n_cells, 2) (lat, lng) degrees; the
+    mean is taken on the sphere (of unit vectors), so it is right wherever the cells are.
+    Returns (n_images, 2) (lat, lng). ``k=1`` is the arg-max cell's centroid.
+    """
+    top = np.argsort(-probabilities, axis=1)[:, :k]
+    weights = np.take_along_axis(probabilities, top, axis=1)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    lat, lng = np.radians(centroids[:, 0]), np.radians(centroids[:, 1])
+    vectors = np.column_stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)])
+    mean = (vectors[top] * weights[..., None]).sum(axis=1)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    return np.column_stack(
+        [np.degrees(np.arcsin(mean[:, 2])), np.degrees(np.arctan2(mean[:, 1], mean[:, 0]))]
+    )
+
+
+def top_k_errors(probabilities, true_lat, true_lng, centroids, ks=range(1, 11)) -> pd.DataFrame:
+    """Mean and median error (km) of :func:`weighted_top_k` for each ``k``: one row per k."""
+    rows = []
+    for k in ks:
+        guess = weighted_top_k(probabilities, centroids, k)
+        errors = geo.haversine_km(true_lat, true_lng, guess[:, 0], guess[:, 1])
+        rows.append({"k": k, "mean_km": float(errors.mean()), "median_km": float(np.median(errors))})
+    return pd.DataFrame(rows)
+
+
+def neighbour_error_share(true_cells, predicted_cells, adjacency: np.ndarray) -> dict:
+    """How often a wrong guess lands in a cell bordering the true one, against chance.
+
+    ``adjacency`` is the (n_cells, n_cells) boolean matrix of cells that touch. The chance
+    share is, per error, the number of neighbours of the true cell divided by the number of
+    other cells (a wrong guess drawn uniformly), averaged over the errors.
+    """
+    true_cells, predicted_cells = np.asarray(true_cells), np.asarray(predicted_cells)
+    wrong = true_cells != predicted_cells
+    to_neighbour = adjacency[true_cells[wrong], predicted_cells[wrong]]
+    chance = adjacency.sum(axis=1)[true_cells[wrong]] / (adjacency.shape[0] - 1)
+    return {
+        "errors": int(wrong.sum()),
+        "to_neighbours": float(to_neighbour.mean()),
+        "chance": float(chance.mean()),
+        "ratio": float(to_neighbour.mean() / chance.mean()),
+    }

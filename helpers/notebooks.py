@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -48,6 +49,8 @@ def run_notebook(notebook: Path, profile: str, output: Path | None = None) -> tu
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     failed = output.with_name(f"{output.stem}.failed.ipynb")
+    # TensorFlow's C++ start-up messages would drown the runner's one line per notebook
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(

@@ -75,3 +75,45 @@ def plot_cells(cells, ax=None, points=None, bounds=None, title: str | None = Non
     if title:
         ax.set_title(title)
     return ax
+
+
+def history_curves(histories: dict, metric: str, ylabel: str, title: str, ax=None):
+    """Training (dashed) and validation (solid) curves of ``metric`` for each named run.
+
+    ``histories`` maps a run name to its history table (``history.csv``: one row per epoch).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for (name, history), colour in zip(histories.items(), sns.color_palette("tab10"), strict=False):
+        epochs = history["epoch"] + 1
+        ax.plot(epochs, history[metric], linestyle="--", color=colour, label=f"{name} (train)")
+        ax.plot(epochs, history[f"val_{metric}"], color=colour, label=f"{name} (validation)")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def confusion_heatmap(confusion, order, regions, title: str):
+    """A confusion matrix (rows: true cell, columns: predicted) with cells in ``order``,
+    a logarithmic colour scale, and lines between the ``regions`` (one label per ordered cell)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    shown = np.asarray(confusion)[np.ix_(order, order)].astype(float)
+    shown[shown == 0] = np.nan  # empty cells stay white
+    fig, ax = plt.subplots(figsize=(9, 8))
+    image = ax.imshow(
+        shown, cmap="viridis", norm=LogNorm(vmin=1, vmax=np.nanmax(shown)), interpolation="nearest"
+    )
+    fig.colorbar(image, ax=ax, label="images (log scale)", shrink=0.8)
+    regions = np.asarray(regions)
+    edges = np.flatnonzero(regions[1:] != regions[:-1]) + 0.5
+    for edge in edges:
+        ax.axhline(edge, color="crimson", linewidth=0.8)
+        ax.axvline(edge, color="crimson", linewidth=0.8)
+    starts = np.r_[0, np.ceil(edges).astype(int)]
+    middles = (starts + np.r_[starts[1:], len(regions)]) / 2
+    ax.set_yticks(middles, [str(r).replace("Region ", "") for r in regions[starts]])
+    ax.set_xticks(middles, [str(r).replace("Region ", "") for r in regions[starts]], rotation=30)
+    ax.set(xlabel="predicted cell", ylabel="true cell", title=title)
+    return fig

@@ -44,3 +44,40 @@ def test_results_table_refuses_unknown_columns(isolated_build):
     with pytest.raises(KeyError, match="accuracy"):
         metrics.record_result("smoke", "x", data="d", split="all", accuracy=0.3)
     assert isinstance(metrics.load_results("smoke"), pd.DataFrame)
+
+
+def test_weighted_top_k():
+    centroids = np.array([[56.0, 10.0], [55.0, 10.0], [57.0, 12.0]])
+    probabilities = np.array([[0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
+    assert np.allclose(metrics.weighted_top_k(probabilities, centroids, 1), centroids[[0, 2]])
+    even = metrics.weighted_top_k(np.array([[0.5, 0.5, 0.0]]), centroids, 2)
+    assert np.allclose(even, [[55.5, 10.0]])  # half-way along the meridian
+    pulled = metrics.weighted_top_k(probabilities[:1], centroids, 2)[0]
+    assert 55.5 < pulled[0] < 56.0  # closer to the more probable cell
+
+
+def test_top_k_errors_table():
+    centroids = np.array([[56.0, 10.0], [55.0, 10.0]])
+    table = metrics.top_k_errors(np.array([[0.6, 0.4]]), [55.5], [10.0], centroids, ks=[1, 2])
+    assert list(table["k"]) == [1, 2]
+    assert table["mean_km"].iloc[1] < table["mean_km"].iloc[0]
+
+
+def test_neighbour_error_share_by_hand():
+    adjacency = np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]], dtype=bool)  # a chain
+    share = metrics.neighbour_error_share([0, 0, 1, 3], [1, 2, 1, 2], adjacency)
+    assert share["errors"] == 3
+    assert share["to_neighbours"] == pytest.approx(2 / 3)  # 0->1 and 3->2 are neighbours, 0->2 is not
+    assert share["chance"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 3) / 3)
+    assert share["ratio"] == pytest.approx(2.0)
+
+
+def test_cell_adjacency(report_locations, municipalities):
+    labels, cells = geo.make_geocells(report_locations, municipalities, n_cells=100)
+    adjacency = geo.cell_adjacency(cells)
+    assert (
+        adjacency.shape == (100, 100) and (adjacency == adjacency.T).all() and not adjacency.diagonal().any()
+    )
+    by_name = dict(zip(cells["name"], cells["cell"], strict=True))
+    assert not adjacency[by_name["Bornholm"]].any()  # an island far out in the Baltic
+    assert adjacency[by_name["Frederiksberg"]].sum() >= 2  # surrounded by Copenhagen cells

@@ -1,0 +1,241 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+
+from helpers import config, experiments, model
+
+PROFILE = config.get_profile("smoke")
+
+
+def test_classifier_outputs_probabilities():
+    classifier = model.build_classifier(7, PROFILE)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    probabilities = np.asarray(classifier(images))
+    assert probabilities.shape == (3, 7)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_freezing_leaves_only_the_head_trainable():
+    classifier = model.build_classifier(7, PROFILE, freeze_backbone=True)
+    assert [w.path for w in classifier.trainable_weights] == ["cells/kernel", "cells/bias"]
+
+
+def test_warmup_then_polynomial_decay():
+    schedule = model.WarmupPolynomialDecay(peak=1e-3, warmup_steps=10, total_steps=110)
+    values = np.array([float(schedule(step)) for step in range(111)])
+    assert values[0] == 0 and values[10] == pytest.approx(1e-3) and values[110] == pytest.approx(0)
+    assert (np.diff(values[:11]) > 0).all() and (np.diff(values[10:]) < 0).all()
+    assert values[60] == pytest.approx(0.5e-3)  # linear decay, half way
+    restored = model.WarmupPolynomialDecay.from_config(schedule.get_config())
+    assert float(restored(30)) == pytest.approx(float(schedule(30)))
+
+
+def test_optimizer_settings():
+    optimizer = model.make_optimizer(PROFILE, steps_per_epoch=10, epochs=2)
+    assert (optimizer.beta_1, optimizer.beta_2) == (0.85, 0.95)
+    assert optimizer.weight_decay == pytest.approx(0.1)
+
+
+def test_randaugment_keeps_shape_and_range():
+    augment = model.randaugment(PROFILE, seed=0)
+    batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    out = np.asarray(augment(batch, training=True))
+    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
+    assert augment.num_ops == 2 and tuple(augment.factor) == (0, 0.15)
+
+
+def write_tiny_vit_checkpoint(folder, image_size=32, patch=8, hidden=16, heads=2, layers=2, mlp=32, seed=0):
+    """A ViT checkpoint in the Hugging Face layout: config.json and model.safetensors (vit.* keys)."""
+    rng = np.random.default_rng(seed)
+    n_tokens = (image_size // patch) ** 2 + 1
+
+    def weight(*shape):
+        return rng.normal(0, 0.02, shape).astype("float32")
+
+    tensors = {
+        "vit.embeddings.cls_token": weight(1, 1, hidden),
+        "vit.embeddings.position_embeddings": weight(1, n_tokens, hidden),
+        "vit.embeddings.patch_embeddings.projection.weight": weight(hidden, 3, patch, patch),
+        "vit.embeddings.patch_embeddings.projection.bias": weight(hidden),
+        "vit.layernorm.weight": 1 + weight(hidden),
+        "vit.layernorm.bias": weight(hidden),
+    }
+    for i in range(layers):
+        prefix = f"vit.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            tensors[f"{prefix}.attention.attention.{name}.weight"] = weight(hidden, hidden)
+            tensors[f"{prefix}.attention.attention.{name}.bias"] = weight(hidden)
+        tensors[f"{prefix}.attention.output.dense.weight"] = weight(hidden, hidden)
+        tensors[f"{prefix}.attention.output.dense.bias"] = weight(hidden)
+        tensors[f"{prefix}.intermediate.dense.weight"] = weight(mlp, hidden)
+        tensors[f"{prefix}.intermediate.dense.bias"] = weight(mlp)
+        tensors[f"{prefix}.output.dense.weight"] = weight(hidden, mlp)
+        tensors[f"{prefix}.output.dense.bias"] = weight(hidden)
+        for norm in ("layernorm_before", "layernorm_after"):
+            tensors[f"{prefix}.{norm}.weight"] = 1 + weight(hidden)
+            tensors[f"{prefix}.{norm}.bias"] = weight(hidden)
+    hf_config = {
+        "model_type": "vit",
+        "architectures": ["ViTModel"],
+        "image_size": image_size,
+        "patch_size": patch,
+        "num_channels": 3,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": mlp,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "qkv_bias": True,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config))
+    save_file(tensors, str(folder / "model.safetensors"))
+    return tensors
+
+
+def test_pretrained_weights_load_from_a_hugging_face_checkpoint(tmp_path):
+    tensors = write_tiny_vit_checkpoint(tmp_path / "tiny-vit")
+    classifier = model.build_classifier(5, PROFILE, preset=str(tmp_path / "tiny-vit"))
+    backbone = next(layer for layer in classifier.layers if "backbone" in layer.name.lower())
+    assert backbone.num_layers == 2 and backbone.hidden_dim == 16
+    weights = {w.path: np.asarray(w) for w in backbone.weights}
+    cls = next(v for k, v in weights.items() if k.endswith("class_token"))
+    assert np.allclose(cls.reshape(-1), tensors["vit.embeddings.cls_token"].reshape(-1))
+    patches = next(v for k, v in weights.items() if "patch_embedding/kernel" in k)
+    expected = np.transpose(tensors["vit.embeddings.patch_embeddings.projection.weight"], (2, 3, 1, 0))
+    assert np.allclose(patches, expected)
+    out = np.asarray(classifier(np.zeros((1, 32, 32, 3), dtype="float32")))
+    assert out.shape == (1, 5)
+
+
+def tiny_image_set(folder, n_cells=3, per_cell=8, size=32):
+    rows = []
+    rng = np.random.default_rng(0)
+    for cell in range(n_cells):
+        for i in range(per_cell):
+            colour = np.array([80 * cell, 255 - 80 * cell, 120]) + rng.integers(-20, 20, 3)
+            path = folder / f"{cell}/{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((size, size, 3), colour.clip(0, 255), dtype=np.uint8)).save(path)
+            rows.append({"image_path": f"{cell}/{i}.png", "cell": cell, "lat": 56.0, "lng": 10.0})
+    return pd.DataFrame(rows)
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Simulates an interruption (power cut, Ctrl-C) at the end of one epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
+    table = tiny_image_set(tmp_path / "images")
+    data = model.image_dataset(table, tmp_path / "images", 32, 8, training=True)
+    distance = np.array([[0, 50, 100], [50, 0, 50], [100, 50, 0]], dtype="float32")
+    folder = tmp_path / "run"
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        return model.build_classifier(3, PROFILE)
+
+    with pytest.raises(KeyboardInterrupt):
+        model.train(
+            fresh(),
+            data,
+            data,
+            folder,
+            4,
+            "sparse_categorical_crossentropy",
+            distance,
+            verbose=0,
+            extra_callbacks=[StopAfterEpoch(1)],
+        )
+    assert (folder / "backup").exists()
+    assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [0, 1]
+
+    started = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    history = model.train(
+        fresh(),
+        data,
+        data,
+        folder,
+        4,
+        "sparse_categorical_crossentropy",
+        distance,
+        verbose=0,
+        extra_callbacks=[recorder],
+    )
+    assert started == [2, 3]  # continued after the last finished epoch, not from zero
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert {"accuracy", "top3", "centroid_km", "expected_km", "val_loss"} <= set(history.columns)
+    assert (folder / "best.keras").exists() and (folder / "last.keras").exists()
+    assert not (folder / "backup").exists()  # removed once training finished
+    reloaded = model.load_model(folder, "last")
+    assert np.asarray(reloaded(np.zeros((1, 32, 32, 3), dtype="float32"))).shape == (1, 3)
+
+
+def test_unreadable_images_are_left_out(tmp_path):
+    table = tiny_image_set(tmp_path, n_cells=1, per_cell=4)
+    (tmp_path / table["image_path"][0]).write_bytes(b"not a png")
+    good, skipped = model.readable_rows(table, tmp_path)
+    assert skipped == 1 and len(good) == 3
+
+
+def test_evaluate_by_hand():
+    cells = pd.DataFrame({"cell": [0, 1, 2], "lat": [56.0, 56.0, 55.0], "lng": [10.0, 11.0, 10.0]})
+    table = pd.DataFrame({"cell": [0, 2], "lat": [56.0, 55.0], "lng": [10.0, 10.0]})
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.1, 0.5, 0.4]])
+    scores = experiments.evaluate(probabilities, table, cells)
+    assert scores["top1"] == 0.5 and scores["top3"] == 1.0
+    from helpers import geo
+
+    second = float(geo.haversine_km(55.0, 10.0, 56.0, 11.0))
+    assert scores["mean_km"] == pytest.approx(second / 2)
+    assert scores["within_1km"] == 0.5
+
+
+JAX_STEP = """
+import numpy as np, keras
+from helpers import config, losses, model
+assert keras.backend.backend() == "jax"
+profile = config.get_profile("smoke")
+classifier = model.build_classifier(3, profile)
+distance = np.array([[0, 50, 100], [50, 0, 50], [100, 50, 0]], dtype="float32")
+classifier.compile(model.make_optimizer(profile, 1, 1), loss=losses.distance_plus_cross_entropy(distance),
+                   metrics=losses.accuracy_metrics() + losses.distance_metrics(distance))
+x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+logs = classifier.train_on_batch(x, np.array([0, 1, 2, 0]), return_dict=True)
+assert np.isfinite(logs["loss"]), logs
+print("jax step ok", logs["loss"])
+"""
+
+
+def test_one_training_step_on_the_jax_backend():
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "PYTHONPATH": str(config.REPO_ROOT),
+        "JAX_PLATFORMS": "cpu",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_STEP], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax step ok" in result.stdout
