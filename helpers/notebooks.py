@@ -49,8 +49,12 @@ def run_notebook(notebook: Path, profile: str, output: Path | None = None) -> tu
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     failed = output.with_name(f"{output.stem}.failed.ipynb")
-    # TensorFlow's C++ start-up messages would drown the runner's one line per notebook
+    # The kernel inherits this process's stderr, where TensorFlow's C++ start-up messages
+    # would drown the runner's one line per notebook: send them to <name>.log instead.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    kernel_log = open(output.with_suffix(".log"), "w")  # noqa: SIM115 (closed in finally)
+    saved_stderr = os.dup(2)
+    os.dup2(kernel_log.fileno(), 2)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -62,13 +66,18 @@ def run_notebook(notebook: Path, profile: str, output: Path | None = None) -> tu
             progress_bar=False,
         )
     except papermill.PapermillExecutionError as error:
+        os.dup2(saved_stderr, 2)
         partial.replace(failed)
         trace = _ANSI.sub("", "\n".join(error.traceback[-12:]))
         raise NotebookFailed(
             f"{notebook.name} failed in cell {error.exec_count} ({error.ename}: "
             f"{_ANSI.sub('', str(error.evalue))}).\n{trace}\n"
-            f"The executed copy up to the error is {failed}."
+            f"The executed copy up to the error is {failed}; the kernel's log {output.with_suffix('.log')}."
         ) from None
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        kernel_log.close()
     partial.replace(output)
     failed.unlink(missing_ok=True)
     return output, time.perf_counter() - start
