@@ -39,7 +39,8 @@ $(DATA_FILES): | $(INSTALLED)
 	$(PY) -m helpers.datasets $(notdir $@)
 
 all: $(EXECUTED)
-	@echo "Executed notebooks, figures, tables and maps are in $(BUILD)/"
+	@echo "Executed notebooks, figures, maps, tables and models are in $(BUILD)/"
+	@if [ -f $(BUILD)/report.html ]; then echo "The report: $(BUILD)/report.html (and report.pdf)"; fi
 
 # Each notebook reruns when it, the helpers or the notebook before it changed.
 $(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(INSTALLED) | $(DATA_FILES)

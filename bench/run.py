@@ -40,6 +40,53 @@ def naive_assign(points, municipalities) -> list:
     return names
 
 
+def training_rows(locations, geography) -> list[tuple[str, str, str]]:
+    """Images/s of the default model: the model alone, the input pipeline alone, and both."""
+    import tempfile
+
+    import keras
+
+    from helpers import images, losses, model
+
+    profile = config.get_profile("default")
+    size, batch = profile["image_size"], profile["batch_size"]
+    n = 2048
+    sample = locations.sample(n, random_state=1).reset_index(drop=True).assign(cell=lambda t: t.index % 129)
+    with tempfile.TemporaryDirectory() as folder:
+        table = images.render_synthetic(sample, Path(folder), geography, size=size, session_leak=0.5)
+        classifier = model.build_classifier(129, profile)
+        classifier.compile(model.make_optimizer(profile, n // batch, 10), loss=losses.cross_entropy)
+        x = np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
+        y = np.arange(n) % 129
+        classifier.fit(x[:256], y[:256], batch_size=batch, epochs=1, verbose=0)  # compile first
+        model_s = best_seconds(lambda: classifier.fit(x, y, batch_size=batch, epochs=1, verbose=0), repeats=2)
+        results = [
+            ("train step, default ViT, data in memory (model alone)", f"{n / model_s:,.0f} images/s", "1x")
+        ]
+        for label, augment in (("", None), (" + RandAugment", model.randaugment(profile))):
+            data = model.image_dataset(table, Path(folder), size, batch, training=True, augment=augment)
+            for _ in data:  # fill the decode cache, as after the first epoch
+                pass
+            alone_s = best_seconds(lambda data=data: [None for _ in data], repeats=2)
+            both_s = best_seconds(lambda data=data: classifier.fit(data, epochs=1, verbose=0), repeats=2)
+            results.append(
+                (
+                    f"input pipeline alone (cached decode{label})",
+                    f"{n / alone_s:,.0f} images/s",
+                    f"{model_s / alone_s:.1f}x the model's rate",
+                )
+            )
+            results.append(
+                (
+                    f"training from files (pipeline{label} + model)",
+                    f"{n / both_s:,.0f} images/s",
+                    f"{model_s / both_s:.2f}x the model's rate",
+                )
+            )
+        keras.backend.clear_session()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=config.REPO_ROOT / "build" / "bench.md")
@@ -101,6 +148,8 @@ def main() -> None:
                 f"{rate / target:.1f}x the target of {target}/s",
             )
         )
+
+    rows.extend(training_rows(locations, geography))
 
     # sanity: both ways agree where the naive loop finds a polygon
     subset = locations.sample(500, random_state=0)

@@ -198,6 +198,22 @@ def get_with_retries(
     raise TransientError(f"GET {redact(url, secrets)} failed after {retries + 1} tries ({problem}).")
 
 
+def request(session: requests.Session, url: str, params: dict | None, settings: dict, headers=None):
+    """:func:`get_with_retries` with a client's ``settings``: its ``secret``, ``retries``,
+    ``backoff_s``, ``timeout_s`` and rate limiter ``wait_turn``."""
+    return get_with_retries(
+        session,
+        url,
+        params,
+        headers=headers,
+        secrets=[settings["secret"]],
+        retries=settings["retries"],
+        backoff_s=settings["backoff_s"],
+        timeout_s=settings["timeout_s"],
+        wait_turn=settings["wait_turn"],
+    )
+
+
 def decode_image(content: bytes) -> Image.Image:
     """Decode image bytes fully (a truncated or corrupt image raises TransientError)."""
     try:

@@ -68,7 +68,7 @@ PROFILES: dict[str, dict] = {
         "vit_heads": 4,
         "vit_mlp_width": 128,
         "pretrained": None,
-        "epochs": 10,
+        "epochs": 8,
         "batch_size": 64,
         "learning_rate": 1e-3,  # a ViT trained from scratch wants a larger step than fine-tuning
         "map_max_points": None,

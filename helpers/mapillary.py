@@ -70,14 +70,7 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
 
 def fetch(session, found: dict, settings: dict) -> Image.Image:
     """The image, centre-cropped to a square and resized to ``size`` (a PIL image, RGB)."""
-    answer = collect.get_with_retries(  # the thumbnail URL is pre-signed: no token needed
-        session,
-        found["url"],
-        secrets=[settings["token"]],
-        retries=settings["retries"],
-        backoff_s=settings["backoff_s"],
-        timeout_s=settings["timeout_s"],
-    )
+    answer = collect.request(session, found["url"], None, settings)  # pre-signed URL: no token sent
     if answer.status_code != 200:
         raise collect.TransientError(f"Mapillary thumbnail answered HTTP {answer.status_code}.")
     image = collect.decode_image(answer.content)
@@ -87,16 +80,8 @@ def fetch(session, found: dict, settings: dict) -> Image.Image:
 
 
 def _get(session, url, params, settings):
-    return collect.get_with_retries(
-        session,
-        url,
-        params,
-        headers={"Authorization": f"OAuth {settings['token']}"},
-        secrets=[settings["token"]],
-        retries=settings["retries"],
-        backoff_s=settings["backoff_s"],
-        timeout_s=settings["timeout_s"],
-        wait_turn=settings["wait_turn"],
+    return collect.request(
+        session, url, params, settings, headers={"Authorization": f"OAuth {settings['token']}"}
     )
 
 
@@ -137,6 +122,7 @@ def download(
     settings = {
         "root": api_root.rstrip("/"),
         "token": token,
+        "secret": token,
         "size": size,
         "radius": radius,
         "retries": retries,

@@ -33,6 +33,7 @@ def _settings(
     return {
         "root": api_root.rstrip("/"),
         "key": key,
+        "secret": key,
         "size": size,
         "heading": heading,
         "fov": fov,
@@ -57,7 +58,7 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
     if settings["outdoor"]:
         params["source"] = "outdoor"
     for attempt in range(settings["retries"] + 1):
-        answer = _get(session, f"{settings['root']}/metadata", params, settings)
+        answer = collect.request(session, f"{settings['root']}/metadata", params, settings)
         status = _json(answer, settings).get("status", "MISSING")
         if status != "OVER_QUERY_LIMIT":
             break
@@ -106,7 +107,7 @@ def fetch(session, found: dict, settings: dict):
     }
     if settings["heading"] is not None:
         params["heading"] = settings["heading"]
-    answer = _get(session, settings["root"], params, settings)
+    answer = collect.request(session, settings["root"], params, settings)
     if answer.status_code in (401, 403):
         raise collect.FatalAPIError(
             f"Street View refused the image request (HTTP {answer.status_code}). Check {KEY_NAME}."
@@ -136,19 +137,6 @@ def example_requests(lat: float, lng: float, key: str = "YOUR_KEY", size=(224, 2
         "metadata (free)": requests.Request("GET", f"{API_ROOT}/metadata", params=metadata).prepare().url,
         "image (billed)": requests.Request("GET", API_ROOT, params=image).prepare().url,
     }
-
-
-def _get(session, url, params, settings):
-    return collect.get_with_retries(
-        session,
-        url,
-        params,
-        secrets=[settings["key"]],
-        retries=settings["retries"],
-        backoff_s=settings["backoff_s"],
-        timeout_s=settings["timeout_s"],
-        wait_turn=settings["wait_turn"],
-    )
 
 
 def _json(answer, settings) -> dict:

@@ -154,8 +154,8 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
         keras.utils.set_random_seed(0)
         return model.build_classifier(3, PROFILE)
 
-    with pytest.raises(KeyboardInterrupt):
-        model.train(
+    def run(callback):
+        return model.train(
             fresh(),
             data,
             data,
@@ -164,24 +164,16 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
             "sparse_categorical_crossentropy",
             distance,
             verbose=0,
-            extra_callbacks=[StopAfterEpoch(1)],
+            extra_callbacks=[callback],
         )
+
+    with pytest.raises(KeyboardInterrupt):
+        run(StopAfterEpoch(1))
     assert (folder / "backup").exists()
     assert list(pd.read_csv(folder / "history.csv")["epoch"]) == [0, 1]
 
     started = []
-    recorder = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
-    history = model.train(
-        fresh(),
-        data,
-        data,
-        folder,
-        4,
-        "sparse_categorical_crossentropy",
-        distance,
-        verbose=0,
-        extra_callbacks=[recorder],
-    )
+    history = run(keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch)))
     assert started == [2, 3]  # continued after the last finished epoch, not from zero
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert {"accuracy", "top3", "centroid_km", "expected_km", "val_loss"} <= set(history.columns)

@@ -82,3 +82,17 @@ def test_strip_and_problems_on_a_dirty_notebook(tmp_path):
     assert notebooks.strip(path) is True
     assert notebooks.strip(path) is False
     assert "has outputs" not in " | ".join(notebooks.problems(path))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_has_worked_solutions(path):
+    solutions = config.REPO_ROOT / "solutions" / f"{path.stem}.md"
+    assert solutions.exists(), f"write the worked solutions of {path.name} in {solutions}"
+    exercises = sum(1 for line in notebooks_markdown(path) if line[:3] in {"1. ", "2. ", "3. "})
+    assert exercises and "**1." in solutions.read_text(encoding="utf-8")
+
+
+def notebooks_markdown(path):
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return text.split("## Exercises")[-1].splitlines()
