@@ -148,8 +148,8 @@ def image_dataset(
     """A ``tf.data`` pipeline of (image, cell) batches from an image table's files.
 
     Images are decoded once and cached in memory (``cache``), shuffled each epoch when
-    ``training``, and augmented per batch by ``augment`` (a Keras layer) in parallel with
-    training. Unreadable files should be removed first with :func:`readable_rows`.
+    ``training``, and augmented image by image by ``augment`` (a Keras layer) in parallel
+    with training. Unreadable files should be removed first with :func:`readable_rows`.
     """
     import tensorflow as tf
 
@@ -168,9 +168,10 @@ def image_dataset(
         data = data.cache()
     if training:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
     if augment is not None:
+        # one image at a time, so each image draws its own operations (and it is faster)
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.batch(batch_size)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
