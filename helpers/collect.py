@@ -10,9 +10,10 @@ What every image source needs, written once:
   only then gets its manifest row, so a killed run loses nothing and a restart skips what
   is done. ``reconcile`` makes the manifest and the folder agree after a crash.
 
-A source supplies two functions: ``lookup(session, lat, lng)``, which returns metadata of
-the nearest image (or ``None`` where there is none), and ``fetch(session, found)``, which
-returns the image as a PIL image. :func:`collect` does the rest.
+A source supplies two functions and its settings: ``lookup(session, lat, lng, settings)``,
+which returns metadata of the nearest image (or ``None`` where there is none), and
+``fetch(session, found, settings)``, which returns the image as a PIL image. :func:`collect`
+does the rest.
 """
 
 from __future__ import annotations
@@ -292,8 +293,8 @@ def collect(
     source: str,
     lookup: Callable,
     fetch: Callable,
+    settings: dict,
     *,
-    secrets: Iterable[str | None] = (),
     workers: int = 8,
     chunk_size: int = 64,
     progress: bool = True,
@@ -301,17 +302,19 @@ def collect(
     """Download one image per location into ``folder``, resumably; return the counts.
 
     ``locations`` is a DataFrame with ``lat``, ``lng`` (degrees) and ``cell``. For each
-    location not yet in the manifest: ``lookup`` finds the nearest image (metadata calls
-    are free on Street View); locations without imagery are recorded as "no_imagery"; an
-    image already in the manifest (two addresses, one panorama) is recorded as "duplicate";
-    the rest are fetched in a thread pool and written as ``<cell>/<image_id>.jpg``.
+    location not yet in the manifest: ``lookup(session, lat, lng, settings)`` finds the
+    nearest image (metadata calls are free on Street View); locations without imagery are
+    recorded as "no_imagery"; an image already in the manifest (two addresses, one
+    panorama) is recorded as "duplicate"; the rest are fetched with
+    ``fetch(session, found, settings)`` in a thread pool and written as
+    ``<cell>/<image_id>.jpg``. ``settings["secret"]`` is kept out of every log line.
 
     A FatalAPIError or QuotaExceeded stops the whole run at once (pending requests are
     cancelled) and is raised after the manifest is safely written; run again to resume.
     """
     from tqdm.auto import tqdm
 
-    secrets = [s for s in secrets if s]
+    secrets = [settings["secret"]]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = reconcile(folder)
@@ -339,7 +342,7 @@ def collect(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(pending), chunk_size):
                 chunk = pending[start : start + chunk_size]
-                found = _run_all(pool, [lambda c=c: lookup(session, c[2], c[3]) for c in chunk])
+                found = _run_all(pool, [lambda c=c: lookup(session, c[2], c[3], settings) for c in chunk])
                 to_fetch = []
                 for (lat_text, lng_text, _, _, cell), meta in zip(chunk, found, strict=True):
                     base = {
@@ -362,7 +365,11 @@ def collect(
                         have.add(meta["image_id"])
                         to_fetch.append((base, meta))
                 images = _run_all(
-                    pool, [lambda b=b, m=m: _fetch_to_disk(session, fetch, folder, b, m) for b, m in to_fetch]
+                    pool,
+                    [
+                        lambda b=b, m=m: _fetch_to_disk(session, fetch, settings, folder, b, m)
+                        for b, m in to_fetch
+                    ],
                 )
                 for (base, meta), result in zip(to_fetch, images, strict=True):
                     if isinstance(result, TransientError):
@@ -395,10 +402,10 @@ def _row(base: dict, meta: dict | None = None, *, status: str, image_path: str =
     }
 
 
-def _fetch_to_disk(session, fetch, folder: Path, base: dict, meta: dict) -> str:
+def _fetch_to_disk(session, fetch, settings: dict, folder: Path, base: dict, meta: dict) -> str:
     relative = Path(str(base["cell"])) / f"{meta['image_id']}.jpg"
     if not (folder / relative).exists():  # a file left by a run killed before its manifest row
-        save_image(fetch(session, meta), folder / relative)
+        save_image(fetch(session, meta, settings), folder / relative)
     return relative.as_posix()
 
 

@@ -131,12 +131,5 @@ def download(
         "wait_turn": collect.rate_limiter(per_second),
     }
     return collect.collect(
-        locations,
-        folder,
-        "mapillary",
-        lambda session, lat, lng: lookup(session, lat, lng, settings),
-        lambda session, found: fetch(session, found, settings),
-        secrets=[token],
-        workers=workers,
-        progress=progress,
+        locations, folder, "mapillary", lookup, fetch, settings, workers=workers, progress=progress
     )

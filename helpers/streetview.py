@@ -27,26 +27,6 @@ KEY_NAME = "GOOGLE_MAPS_API_KEY"
 LOGO_ROWS = 22  # the report requested 224x246 and cropped to 224x224
 
 
-def _settings(
-    api_root, key, size, heading, fov, pitch, radius, outdoor, retries, backoff_s, timeout_s, per_second
-):
-    return {
-        "root": api_root.rstrip("/"),
-        "key": key,
-        "secret": key,
-        "size": size,
-        "heading": heading,
-        "fov": fov,
-        "pitch": pitch,
-        "radius": radius,
-        "outdoor": outdoor,
-        "retries": retries,
-        "backoff_s": backoff_s,
-        "timeout_s": timeout_s,
-        "wait_turn": collect.rate_limiter(per_second),
-    }
-
-
 def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
     """Metadata of the panorama nearest (lat, lng) within ``radius`` m, or None if none.
 
@@ -179,16 +159,21 @@ def download(
             f"No Street View key: set {KEY_NAME} in the environment or in the git-ignored .env file "
             "(see the README, 'Getting real images'). Without one, use the synthetic images."
         )
-    settings = _settings(
-        api_root, key, size, heading, fov, pitch, radius, outdoor, retries, backoff_s, timeout_s, per_second
-    )
+    settings = {
+        "root": api_root.rstrip("/"),
+        "key": key,
+        "secret": key,
+        "size": size,
+        "heading": heading,
+        "fov": fov,
+        "pitch": pitch,
+        "radius": radius,
+        "outdoor": outdoor,
+        "retries": retries,
+        "backoff_s": backoff_s,
+        "timeout_s": timeout_s,
+        "wait_turn": collect.rate_limiter(per_second),
+    }
     return collect.collect(
-        locations,
-        folder,
-        "streetview",
-        lambda session, lat, lng: lookup(session, lat, lng, settings),
-        lambda session, found: fetch(session, found, settings),
-        secrets=[key],
-        workers=workers,
-        progress=progress,
+        locations, folder, "streetview", lookup, fetch, settings, workers=workers, progress=progress
     )
