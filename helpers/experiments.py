@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -75,8 +76,6 @@ def run_experiment(
         train_rows, image_root, size, batch, training=True, augment=augmenter, seed=profile["seed"]
     )
     val_data = model.image_dataset(val_rows, image_root, size, 256)
-
-    import keras
 
     keras.utils.set_random_seed(profile["seed"])
     classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone)

@@ -19,6 +19,11 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
+from shapely.geometry import Polygon
+from sklearn.cluster import KMeans
+
+from helpers.config import atomic_target
 
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 METRIC_CRS = "EPSG:25832"
@@ -202,8 +207,6 @@ def make_geocells(
     boundaries of its splits (a 2-means split divides the plane along the perpendicular
     bisector of its two centres).
     """
-    from sklearn.cluster import KMeans
-
     located = points if "municipality" in points.columns else assign_municipality(points, municipalities)
     n_start = located["municipality"].nunique()
     n_distinct = len(located[["lat", "lng"]].drop_duplicates())
@@ -264,8 +267,6 @@ def make_geocells(
 
 def _half_plane(own, other, reach: float):
     """Polygon of the points closer to ``own`` than to ``other`` (2-D), ``reach`` units wide."""
-    from shapely.geometry import Polygon
-
     own, other = np.asarray(own, dtype=float), np.asarray(other, dtype=float)
     middle = (own + other) / 2
     normal = (own - other) / np.linalg.norm(own - other)  # points towards own
@@ -307,8 +308,6 @@ def cell_polygons(labels: pd.Series, points: gpd.GeoDataFrame, land) -> gpd.GeoD
     geometry of Denmark (e.g. the municipalities). Computed in EPSG:25832, returned in EPSG:4326
     with one row per cell: ``cell``, ``geometry``.
     """
-    import shapely
-
     metric = points.loc[labels.index].to_crs(METRIC_CRS)
     xy = np.column_stack([metric.geometry.x, metric.geometry.y])
     unique_xy, first = np.unique(np.round(xy, 1), axis=0, return_index=True)  # Voronoi needs distinct sites
@@ -336,8 +335,6 @@ def write_geocells(
 ) -> None:
     """Save geocells for later notebooks: ``geocells.geojson`` (cells with their regions) and
     ``locations.csv`` (every labelled point: ``lat``, ``lng``, ``cell`` and its other columns)."""
-    from helpers.config import atomic_target
-
     folder = Path(folder)
     with atomic_target(folder / "geocells.geojson") as temporary:
         cells.to_file(temporary, driver="GeoJSON")
@@ -388,8 +385,6 @@ def cell_adjacency(cells: gpd.GeoDataFrame, tolerance_m: float = 50.0) -> np.nda
     Regions closer than ``tolerance_m`` count as touching (generalised borders leave slivers).
     Rows and columns follow ``cells["cell"]`` sorted; the diagonal is False.
     """
-    import shapely
-
     ordered = cells.sort_values("cell")
     shapes = ordered.to_crs(METRIC_CRS).geometry.buffer(tolerance_m / 2).to_numpy()
     left, right = shapely.STRtree(shapes).query(shapes, predicate="intersects")

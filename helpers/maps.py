@@ -6,12 +6,18 @@ and, returned as the last line of a notebook cell, is shown inline in JupyterLab
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
+import branca.colormap as cm
 import folium
 import geopandas as gpd
+import numpy as np
 from folium import plugins
+from PIL import Image
 
+from helpers import geo
 from helpers.config import atomic_target
 
 DENMARK_CENTRE = (56.0, 10.8)  # (lat, lng) degrees: roughly the middle of the Kattegat view
@@ -63,8 +69,6 @@ def cells_map(
     cells: gpd.GeoDataFrame, value: str, fields: list[str], aliases: list[str], caption: str
 ) -> folium.Map:
     """A choropleth of ``cells`` coloured by column ``value``, with a tooltip of ``fields``."""
-    import branca.colormap as cm
-
     shown = cells[[*dict.fromkeys([*fields, value]), "geometry"]].copy()
     shown["geometry"] = shown.geometry.simplify(BORDER_TOLERANCE_DEG / 4, preserve_topology=True)
     colours = cm.linear.YlGnBu_09.scale(float(shown[value].min()), float(shown[value].max()))
@@ -91,11 +95,6 @@ def image_markers_map(table, folder: Path, borders: gpd.GeoDataFrame | None = No
 
     The thumbnails are embedded in the HTML (base64 JPEG), so keep ``table`` to a few hundred rows.
     """
-    import base64
-    import io
-
-    from PIL import Image
-
     fmap = base_map()
     if borders is not None:
         add_borders(fmap, borders, "borders")
@@ -121,14 +120,6 @@ def prediction_explorer(table, probabilities, cells, folder: Path, borders=None)
     ``table`` has ``image_path``, ``lat``, ``lng``, ``cell``; ``probabilities`` its rows'
     predictions (n, n_cells). Thumbnails are embedded, so keep it to a few hundred images.
     """
-    import base64
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from helpers import geo
-
     ordered = cells.sort_values("cell").reset_index(drop=True)
     fmap = base_map()
     if borders is not None:

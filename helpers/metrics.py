@@ -7,6 +7,7 @@ and country levels used across the image geolocation literature (Im2GPS onwards)
 
 from __future__ import annotations
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
@@ -51,8 +52,6 @@ def best_single_point(lat, lng, iterations: int = 100) -> tuple[float, float]:
     from great-circle distance by well under 1 %. This is the best a model that always
     gives the same answer can do.
     """
-    import geopandas as gpd
-
     projected = gpd.GeoSeries(gpd.points_from_xy(lng, lat), crs="EPSG:4326").to_crs(geo.METRIC_CRS)
     xy = np.column_stack([projected.x, projected.y])
     guess = xy.mean(axis=0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import LogNorm
 
 from helpers.config import atomic_target
 
@@ -49,8 +51,6 @@ def counts_bar(counts: pd.Series, xlabel: str, ylabel: str, title: str, highligh
 
 def cell_colours(n: int, seed: int = 0) -> list:
     """``n`` distinct-looking colours in a shuffled order, so neighbouring cells rarely match."""
-    import numpy as np
-
     palette = sns.color_palette("tab20", 20) + sns.color_palette("Set2", 8)
     order = np.random.default_rng(seed).permutation(n)
     return [palette[i % len(palette)] for i in order]
@@ -96,9 +96,6 @@ def history_curves(histories: dict, metric: str, ylabel: str, title: str, ax=Non
 def confusion_heatmap(confusion, order, regions, title: str):
     """A confusion matrix (rows: true cell, columns: predicted) with cells in ``order``,
     a logarithmic colour scale, and lines between the ``regions`` (one label per ordered cell)."""
-    import numpy as np
-    from matplotlib.colors import LogNorm
-
     shown = np.asarray(confusion)[np.ix_(order, order)].astype(float)
     shown[shown == 0] = np.nan  # empty cells stay white
     fig, ax = plt.subplots(figsize=(9, 8))

@@ -30,7 +30,9 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import shapely
 from PIL import Image, ImageDraw
+from sklearn.neighbors import KDTree
 
 from helpers import geo
 
@@ -94,12 +96,8 @@ def build_geography(reference: pd.DataFrame, municipalities) -> dict:
     ``reference`` are the locations whose density defines towns (the report's 42,570);
     ``municipalities`` the DAGI polygons whose outline is the coast.
     """
-    from sklearn.neighbors import KDTree
-
     xy = geo.points_from_latlng(reference["lat"], reference["lng"]).to_crs(geo.METRIC_CRS)
     land = municipalities.to_crs(geo.METRIC_CRS).union_all().simplify(100)
-    import shapely
-
     coast = shapely.get_coordinates(shapely.segmentize(land.boundary, 200))
     return {
         "density_tree": KDTree(np.column_stack([xy.geometry.x, xy.geometry.y]) / 1000),
