@@ -8,7 +8,9 @@ def test_report_keeps_published_numbers_apart(isolated_build):
     metrics.record_result("smoke", "baseline", data="synthetic images", split="val", top1=0.3)
     metrics.record_result("smoke", "best run (baseline)", data="synthetic images", split="test", top1=0.31)
     table = report.results_with_published("smoke").set_index("experiment")
-    assert table.loc["random cell", "mean_km"] == 136.0 and table.loc["random cell", "report_mean_km"] == 150.0
+    assert (
+        table.loc["random cell", "mean_km"] == 136.0 and table.loc["random cell", "report_mean_km"] == 150.0
+    )
     assert table.loc["baseline", "top1"] == 0.3 and table.loc["baseline", "report_top1"] == 0.29
     assert table.loc["best run (baseline)", "report_top1"] == 0.37
 
