@@ -199,6 +199,29 @@ def get_with_retries(
     raise TransientError(f"GET {redact(url, secrets)} failed after {retries + 1} tries ({problem}).")
 
 
+def client_settings(
+    api_root: str,
+    secret: str,
+    *,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    per_second: float,
+    **extra,
+) -> dict:
+    """The settings every client passes around: its API root, its secret, retry and rate limits,
+    plus anything of its own (``extra``: image size, search radius, ...)."""
+    return {
+        "root": api_root.rstrip("/"),
+        "secret": secret,
+        "retries": retries,
+        "backoff_s": backoff_s,
+        "timeout_s": timeout_s,
+        "wait_turn": rate_limiter(per_second),
+        **extra,
+    }
+
+
 def request(session: requests.Session, url: str, params: dict | None, settings: dict, headers=None):
     """:func:`get_with_retries` with a client's ``settings``: its ``secret``, ``retries``,
     ``backoff_s``, ``timeout_s`` and rate limiter ``wait_turn``."""

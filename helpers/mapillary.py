@@ -81,7 +81,7 @@ def fetch(session, found: dict, settings: dict) -> Image.Image:
 
 def _get(session, url, params, settings):
     return collect.request(
-        session, url, params, settings, headers={"Authorization": f"OAuth {settings['token']}"}
+        session, url, params, settings, headers={"Authorization": f"OAuth {settings['secret']}"}
     )
 
 
@@ -90,7 +90,7 @@ def _error_message(answer, settings) -> str:
         message = answer.json().get("error", {}).get("message", "")
     except ValueError:
         message = answer.text[:200]
-    return collect.redact(message, [settings["token"]])
+    return collect.redact(message, [settings["secret"]])
 
 
 def download(
@@ -119,17 +119,16 @@ def download(
             f"No Mapillary token: set {TOKEN_NAME} in the environment or the git-ignored .env file "
             "(free at mapillary.com/dashboard/developers). Without one, use the synthetic images."
         )
-    settings = {
-        "root": api_root.rstrip("/"),
-        "token": token,
-        "secret": token,
-        "size": size,
-        "radius": radius,
-        "retries": retries,
-        "backoff_s": backoff_s,
-        "timeout_s": timeout_s,
-        "wait_turn": collect.rate_limiter(per_second),
-    }
+    settings = collect.client_settings(
+        api_root,
+        token,
+        retries=retries,
+        backoff_s=backoff_s,
+        timeout_s=timeout_s,
+        per_second=per_second,
+        size=size,
+        radius=radius,
+    )
     return collect.collect(
         locations, folder, "mapillary", lookup, fetch, settings, workers=workers, progress=progress
     )

@@ -34,7 +34,7 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
     position (degrees). Raises FatalAPIError for a refused key and QuotaExceeded when the
     service keeps answering OVER_QUERY_LIMIT.
     """
-    params = {"location": f"{lat:.7f},{lng:.7f}", "radius": settings["radius"], "key": settings["key"]}
+    params = {"location": f"{lat:.7f},{lng:.7f}", "radius": settings["radius"], "key": settings["secret"]}
     if settings["outdoor"]:
         params["source"] = "outdoor"
     for attempt in range(settings["retries"] + 1):
@@ -64,7 +64,7 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
         raise collect.FatalAPIError(
             "Street View refused the request (REQUEST_DENIED"
             + (
-                f": {collect.redact(body['error_message'], [settings['key']])}"
+                f": {collect.redact(body['error_message'], [settings['secret']])}"
                 if body.get("error_message")
                 else ""
             )
@@ -82,7 +82,7 @@ def fetch(session, found: dict, settings: dict):
         "size": f"{width}x{height + LOGO_ROWS}",
         "fov": settings["fov"],
         "pitch": settings["pitch"],
-        "key": settings["key"],
+        "key": settings["secret"],
         "return_error_code": "true",
     }
     if settings["heading"] is not None:
@@ -159,21 +159,20 @@ def download(
             f"No Street View key: set {KEY_NAME} in the environment or in the git-ignored .env file "
             "(see the README, 'Getting real images'). Without one, use the synthetic images."
         )
-    settings = {
-        "root": api_root.rstrip("/"),
-        "key": key,
-        "secret": key,
-        "size": size,
-        "heading": heading,
-        "fov": fov,
-        "pitch": pitch,
-        "radius": radius,
-        "outdoor": outdoor,
-        "retries": retries,
-        "backoff_s": backoff_s,
-        "timeout_s": timeout_s,
-        "wait_turn": collect.rate_limiter(per_second),
-    }
+    settings = collect.client_settings(
+        api_root,
+        key,
+        retries=retries,
+        backoff_s=backoff_s,
+        timeout_s=timeout_s,
+        per_second=per_second,
+        size=size,
+        heading=heading,
+        fov=fov,
+        pitch=pitch,
+        radius=radius,
+        outdoor=outdoor,
+    )
     return collect.collect(
         locations, folder, "streetview", lookup, fetch, settings, workers=workers, progress=progress
     )
