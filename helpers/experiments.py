@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, geo, losses, metrics, model
+from helpers import config, geo, images, losses, metrics, model
 
 
 def cells_and_distances(profile: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -68,7 +68,7 @@ def run_experiment(
     cells, distance_km = cells_and_distances(profile_name)
     if dataset is None:
         dataset, image_root = model.load_dataset(profile_name)
-    dataset, skipped = model.readable_rows(dataset, image_root)
+    dataset, skipped = images.readable_rows(dataset, image_root)
     train_rows, val_rows = dataset[dataset["split"] == "train"], dataset[dataset["split"] == "val"]
     size, batch = profile["image_size"], profile["batch_size"]
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
@@ -131,7 +131,7 @@ def best_run(profile_name: str) -> str:
 
 def predict_split(classifier, dataset: pd.DataFrame, image_root, split: str, profile: dict):
     """Probabilities of ``classifier`` on one split of ``dataset``: (probabilities, rows used)."""
-    rows, _ = model.readable_rows(dataset[dataset["split"] == split], image_root)
+    rows, _ = images.readable_rows(dataset[dataset["split"] == split], image_root)
     rows = rows.reset_index(drop=True)
     data = model.image_dataset(rows, image_root, profile["image_size"], 256)
     probabilities, labels = model.predict(classifier, data)

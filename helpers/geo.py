@@ -173,13 +173,18 @@ def assign_municipality(
 # --- geocells ----------------------------------------------------------------------------
 
 
+def metric_xy_km(lat, lng) -> np.ndarray:
+    """(x, y) in km in EPSG:25832 of points given in (lat, lng) degrees: shape (n, 2)."""
+    projected = gpd.GeoSeries(gpd.points_from_xy(lng, lat), crs="EPSG:4326").to_crs(METRIC_CRS)
+    return np.column_stack([projected.x, projected.y]) / 1000.0
+
+
 def _clustering_coordinates(lat, lng, space: str) -> np.ndarray:
     """Coordinates K-means works in: "degrees" (lng, lat) as the report did, or "metric" km."""
     if space == "degrees":
         return np.column_stack([lng, lat])
     if space == "metric":
-        projected = gpd.GeoSeries(gpd.points_from_xy(lng, lat), crs="EPSG:4326").to_crs(METRIC_CRS)
-        return np.column_stack([projected.x, projected.y]) / 1000.0
+        return metric_xy_km(lat, lng)
     raise ValueError(f"space must be 'degrees' or 'metric', not {space!r}.")
 
 

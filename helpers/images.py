@@ -97,12 +97,8 @@ def split_dataset(
     names = list(fractions)
     split = np.empty(len(table), dtype=object)
     if block_km:
-        xy = geo.points_from_latlng(table["lat"], table["lng"]).to_crs(geo.METRIC_CRS)
-        blocks = (
-            np.floor(xy.geometry.x / (block_km * 1000)).astype(int).astype(str)
-            + "_"
-            + np.floor(xy.geometry.y / (block_km * 1000)).astype(int).astype(str)
-        ).to_numpy()
+        square = np.floor(geo.metric_xy_km(table["lat"], table["lng"]) / block_km).astype(int)
+        blocks = np.array([f"{x}_{y}" for x, y in square])
     for _, rows in table.groupby("cell").indices.items():
         rows = rng.permutation(rows)
         if not block_km:
@@ -123,24 +119,36 @@ def split_dataset(
     return table.assign(split=split)
 
 
+def open_rgb(path: Path) -> Image.Image | None:
+    """The image at ``path`` fully decoded as RGB, or None if it is missing, truncated or corrupt."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() decodes the whole file
+    except (OSError, ValueError, SyntaxError):  # what PIL raises for missing or broken files
+        return None
+
+
+def readable_rows(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
+    """The rows of ``table`` whose image file opens and decodes; and how many did not."""
+    good = [open_rgb(Path(root) / relative) is not None for relative in table["image_path"]]
+    return table.loc[good], len(table) - sum(good)
+
+
 def load_images(table: pd.DataFrame, folder: Path, size: int) -> tuple[np.ndarray, pd.DataFrame, int]:
     """Read the images of ``table`` into an array (n, size, size, 3) uint8.
 
     Images are resized to ``size`` if needed. Unreadable or corrupt files are skipped and
     counted, never fatal. Returns (images, the rows that were read, number skipped).
     """
-    folder = Path(folder)
     images, kept = [], []
     for row, relative in enumerate(table["image_path"]):
-        try:
-            with Image.open(folder / relative) as image:
-                picture = image.convert("RGB")
-                if picture.size != (size, size):
-                    picture = picture.resize((size, size), Image.BILINEAR)
-                images.append(np.asarray(picture))
-                kept.append(row)
-        except (OSError, ValueError, SyntaxError):  # what PIL raises for missing or broken files
+        picture = open_rgb(Path(folder) / relative)
+        if picture is None:
             continue
+        if picture.size != (size, size):
+            picture = picture.resize((size, size), Image.BILINEAR)
+        images.append(np.asarray(picture))
+        kept.append(row)
     array = np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
     return array, table.iloc[kept].reset_index(drop=True), len(table) - len(kept)
 

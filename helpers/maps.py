@@ -90,6 +90,15 @@ def cells_map(
     return fmap
 
 
+def _thumbnail(path: Path, side: int = 128) -> str:
+    """An ``<img>`` tag holding the image at ``path`` as a small embedded JPEG."""
+    with Image.open(path) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").resize((side, side)).save(buffer, format="JPEG", quality=85)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/jpeg;base64,{encoded}" width="{side}" height="{side}">'
+
+
 def image_markers_map(table, folder: Path, borders: gpd.GeoDataFrame | None = None) -> folium.Map:
     """Markers at each image's (lat, lng); a click opens the image and its cell in a popup.
 
@@ -99,14 +108,8 @@ def image_markers_map(table, folder: Path, borders: gpd.GeoDataFrame | None = No
     if borders is not None:
         add_borders(fmap, borders, "borders")
     for row in table.itertuples():
-        with Image.open(Path(folder) / row.image_path) as image:
-            buffer = io.BytesIO()
-            image.convert("RGB").resize((128, 128)).save(buffer, format="JPEG", quality=85)
-        encoded = base64.b64encode(buffer.getvalue()).decode()
-        html = (
-            f'<img src="data:image/jpeg;base64,{encoded}" width="128" height="128"><br>'
-            f"cell {row.cell} &middot; ({row.lat:.4f}, {row.lng:.4f})"
-        )
+        place = f"cell {row.cell} &middot; ({row.lat:.4f}, {row.lng:.4f})"
+        html = f"{_thumbnail(Path(folder) / row.image_path)}<br>{place}"
         folium.CircleMarker(
             [row.lat, row.lng], radius=4, color="#d62728", fill=True, popup=folium.Popup(html, max_width=160)
         ).add_to(fmap)
@@ -128,16 +131,13 @@ def prediction_explorer(table, probabilities, cells, folder: Path, borders=None)
         top = np.argsort(-p)[:3]
         guess = ordered.loc[top[0], ["lat", "lng"]].to_numpy(dtype=float)
         error = float(geo.haversine_km(row.lat, row.lng, *guess))
-        with Image.open(Path(folder) / row.image_path) as image:
-            buffer = io.BytesIO()
-            image.convert("RGB").resize((128, 128)).save(buffer, format="JPEG", quality=85)
         lines = "".join(
             f"<li>{ordered.loc[c, 'name']}: {p[c]:.0%}{' &#10003;' if c == row.cell else ''}</li>"
             for c in top
         )
         html = (
-            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
-            f'width="128"><br>true cell: {ordered.loc[row.cell, "name"]}<ol>{lines}</ol>error {error:.0f} km'
+            f"{_thumbnail(Path(folder) / row.image_path)}<br>true cell: {ordered.loc[row.cell, 'name']}"
+            f"<ol>{lines}</ol>error {error:.0f} km"
         )
         colour = "#2ca02c" if top[0] == row.cell else "#d62728"
         folium.CircleMarker(

@@ -52,13 +52,13 @@ def best_single_point(lat, lng, iterations: int = 100) -> tuple[float, float]:
     from great-circle distance by well under 1 %. This is the best a model that always
     gives the same answer can do.
     """
-    projected = gpd.GeoSeries(gpd.points_from_xy(lng, lat), crs="EPSG:4326").to_crs(geo.METRIC_CRS)
-    xy = np.column_stack([projected.x, projected.y])
+    xy = geo.metric_xy_km(lat, lng)
     guess = xy.mean(axis=0)
     for _ in range(iterations):
-        weights = 1.0 / np.maximum(np.linalg.norm(xy - guess, axis=1), 1e-6)
+        weights = 1.0 / np.maximum(np.linalg.norm(xy - guess, axis=1), 1e-9)  # 1 µm: no division by 0
         guess = (xy * weights[:, None]).sum(axis=0) / weights.sum()
-    back = gpd.GeoSeries(gpd.points_from_xy([guess[0]], [guess[1]]), crs=geo.METRIC_CRS).to_crs(4326)
+    metres = guess * 1000.0
+    back = gpd.GeoSeries(gpd.points_from_xy([metres[0]], [metres[1]]), crs=geo.METRIC_CRS).to_crs(4326)
     return float(back.y.iloc[0]), float(back.x.iloc[0])
 
 

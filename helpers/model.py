@@ -149,7 +149,7 @@ def image_dataset(
 
     Images are decoded once and cached in memory (``cache``), shuffled each epoch when
     ``training``, and augmented image by image by ``augment`` (a Keras layer) in parallel
-    with training. Unreadable files should be removed first with :func:`readable_rows`.
+    with training. Unreadable files should be removed first with ``images.readable_rows``.
     """
     import tensorflow as tf
 
@@ -173,21 +173,6 @@ def image_dataset(
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     data = data.batch(batch_size)
     return data.prefetch(tf.data.AUTOTUNE)
-
-
-def readable_rows(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, int]:
-    """The rows of ``table`` whose image file opens and decodes; and how many did not."""
-    from PIL import Image
-
-    good = []
-    for index, relative in zip(table.index, table["image_path"], strict=True):
-        try:
-            with Image.open(Path(root) / relative) as image:
-                image.load()
-            good.append(index)
-        except (OSError, ValueError, SyntaxError):
-            continue
-    return table.loc[good], len(table) - len(good)
 
 
 def run_dir(profile: str, name: str) -> Path:

@@ -96,11 +96,10 @@ def build_geography(reference: pd.DataFrame, municipalities) -> dict:
     ``reference`` are the locations whose density defines towns (the report's 42,570);
     ``municipalities`` the DAGI polygons whose outline is the coast.
     """
-    xy = geo.points_from_latlng(reference["lat"], reference["lng"]).to_crs(geo.METRIC_CRS)
     land = municipalities.to_crs(geo.METRIC_CRS).union_all().simplify(100)
     coast = shapely.get_coordinates(shapely.segmentize(land.boundary, 200))
     return {
-        "density_tree": KDTree(np.column_stack([xy.geometry.x, xy.geometry.y]) / 1000),
+        "density_tree": KDTree(geo.metric_xy_km(reference["lat"], reference["lng"])),
         "coast_tree": KDTree(coast / 1000),
     }
 
@@ -114,8 +113,7 @@ def scene_features(lat, lng, geography: dict, seed: int = 0, cues=CUES) -> pd.Da
     cannot use it (an exercise in notebook 03).
     """
     lat, lng = np.asarray(lat, dtype=float), np.asarray(lng, dtype=float)
-    xy = geo.points_from_latlng(lat, lng).to_crs(geo.METRIC_CRS)
-    km = np.column_stack([xy.geometry.x, xy.geometry.y]) / 1000
+    km = geo.metric_xy_km(lat, lng)
     counts = geography["density_tree"].query_radius(km, r=2.0, count_only=True)
     density = np.clip(np.log1p(counts) / np.log1p(400), 0, 1)
     coast_km = geography["coast_tree"].query(km, k=1)[0][:, 0]

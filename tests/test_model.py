@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from helpers import config, experiments, model
+from helpers import config, experiments, images, model
 
 PROFILE = config.get_profile("smoke")
 
@@ -186,7 +186,7 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
 def test_unreadable_images_are_left_out(tmp_path):
     table = tiny_image_set(tmp_path, n_cells=1, per_cell=4)
     (tmp_path / table["image_path"][0]).write_bytes(b"not a png")
-    good, skipped = model.readable_rows(table, tmp_path)
+    good, skipped = images.readable_rows(table, tmp_path)
     assert skipped == 1 and len(good) == 3
 
 
