@@ -5,7 +5,8 @@ from helpers import config
 
 def test_profiles_share_one_set_of_keys():
     keys = {name: set(profile) for name, profile in config.PROFILES.items()}
-    assert keys["smoke"] == keys["default"] == keys["full"]
+    assert list(keys) == ["smoke", "default", "rehearsal", "mapillary", "full"]
+    assert all(k == keys["full"] for k in keys.values())
 
 
 def test_profiles_grow_from_smoke_to_full():
@@ -17,6 +18,27 @@ def test_profiles_grow_from_smoke_to_full():
     assert all(config.get_profile(n)["n_cells"] == 129 for n in config.PROFILES)
 
 
+def test_real_image_profiles():
+    rehearsal, mapillary, full = (config.get_profile(n) for n in ("rehearsal", "mapillary", "full"))
+    assert rehearsal["image_source"] == full["image_source"] == "streetview"
+    assert rehearsal["streetview_api"] == "standin" and full["streetview_api"] is None
+    assert mapillary["image_source"] == "mapillary" and mapillary["pretrained"] == full["pretrained"]
+    # the authors' notebook: 20 warm-up steps, weight decay 0.01, betas 0.85 / 0.95
+    assert (full["warmup_steps"], full["weight_decay"], full["beta_1"], full["beta_2"]) == (20, 0.01, 0.85, 0.95)
+
+
+def test_overrides_are_applied_and_recorded():
+    profile = config.get_profile("default", epochs=20, randaugment_factor=0.4)
+    assert profile["epochs"] == 20 and profile["randaugment_factor"] == 0.4
+    assert profile["overrides"] == {"epochs": 20, "randaugment_factor": 0.4}
+    again = config.get_profile(profile, seed=3)
+    assert again["overrides"] == {"epochs": 20, "randaugment_factor": 0.4, "seed": 3}
+    assert config.get_profile("default")["epochs"] == 8 and config.get_profile("default")["overrides"] == {}
+    assert config.build_dir(again) == config.build_dir("default")
+    with pytest.raises(ValueError, match="Unknown setting.*epoch_count"):
+        config.get_profile("default", epoch_count=3)
+
+
 def test_get_profile_returns_a_copy():
     profile = config.get_profile("smoke")
     profile["epochs"] = 999
@@ -24,7 +46,7 @@ def test_get_profile_returns_a_copy():
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(ValueError, match="smoke, default, full"):
+    with pytest.raises(ValueError, match="smoke, default, rehearsal, mapillary, full"):
         config.get_profile("fast")
 
 
