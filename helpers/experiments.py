@@ -16,13 +16,26 @@ import pandas as pd
 from helpers import config, geo, images, losses, metrics, model
 
 
-def cells_and_distances(profile: str) -> tuple[pd.DataFrame, np.ndarray]:
+def cells_and_distances(profile: str | dict) -> tuple[pd.DataFrame, np.ndarray]:
     """The geocells of notebook 02 and their centroid distance matrix in km (notebook 04)."""
     _, cells = geo.read_geocells(config.output_dir(profile, "geocells"))
     path = config.output_dir(profile, "tables") / "cell_distances_km.csv"
     if not path.exists():
-        raise FileNotFoundError(f"No {path.name}; run notebook 04 first (make all PROFILE={profile}).")
+        raise FileNotFoundError(
+            f"No {path.name}; run notebook 04 first (make all PROFILE={config.profile_name(profile)})."
+        )
     return cells, pd.read_csv(path, index_col=0).to_numpy()
+
+
+def data_label(profile: str | dict) -> str:
+    """How the results table names the image set of ``profile``, e.g. "streetview images".
+
+    The rehearsal's images come through the real Street View client from the loopback
+    stand-in; the label says so.
+    """
+    profile = config.get_profile(profile)
+    label = f"{profile['image_source']} images"
+    return label + " (loopback stand-in)" if profile["streetview_api"] == "standin" else label
 
 
 def evaluate(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame) -> dict:
@@ -41,7 +54,7 @@ def evaluate(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame
 
 
 def run_experiment(
-    profile_name: str,
+    profile: str | dict,
     name: str,
     *,
     loss: str = "cross_entropy",
@@ -50,6 +63,7 @@ def run_experiment(
     betas: tuple[float, float] | None = None,
     freeze_backbone: bool = False,
     tau_km: float = 75.0,
+    ce_weight: float = 1.0,
     epochs: int | None = None,
     dataset: pd.DataFrame | None = None,
     image_root=None,
@@ -59,72 +73,103 @@ def run_experiment(
 ) -> dict:
     """Train one model and record it; return its history, validation metrics and folder.
 
-    ``dataset`` (with a ``split`` column) defaults to notebook 03's image set; ``data`` names
-    it in the results table (default: "<source> images", the set :func:`best_run` picks from).
-    The run goes to ``build/<profile>/runs/<name>/``, its validation metrics into the results table.
+    ``profile`` is a name or a profile from ``config.get_profile`` (with overrides, e.g. a
+    seed). ``dataset`` (with a ``split`` column) defaults to notebook 03's image set;
+    ``data`` names it in the results table (default :func:`data_label`, the set
+    :func:`best_run` picks from). The run goes to ``build/<profile>/runs/<name>/``.
+
+    One rule throughout: the checkpoint kept (``best.keras``) is the epoch with the highest
+    validation top-1 accuracy, and the metrics recorded are that checkpoint's: validation
+    scores, and top-1 on a clean pass over the training images (no augmentation), so the
+    train-validation gap compares like with like.
     """
-    profile = config.get_profile(profile_name)
+    profile = config.get_profile(profile)
     epochs = epochs or profile["epochs"]
-    cells, distance_km = cells_and_distances(profile_name)
+    cells, distance_km = cells_and_distances(profile)
+    centroids = cells.sort_values("cell")[["lat", "lng"]].to_numpy()
     if dataset is None:
-        dataset, image_root = model.load_dataset(profile_name)
+        dataset, image_root = model.load_dataset(profile)
     dataset, skipped = images.readable_rows(dataset, image_root)
-    train_rows, val_rows = dataset[dataset["split"] == "train"], dataset[dataset["split"] == "val"]
-    size, batch = profile["image_size"], profile["batch_size"]
+    train_rows = dataset[dataset["split"] == "train"].reset_index(drop=True)
+    val_rows = dataset[dataset["split"] == "val"].reset_index(drop=True)
+    size, batch, budget = profile["image_size"], profile["batch_size"], profile["cache_budget_gb"]
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
     train_data = model.image_dataset(
-        train_rows, image_root, size, batch, training=True, augment=augmenter, seed=profile["seed"]
+        train_rows,
+        image_root,
+        size,
+        batch,
+        training=True,
+        augment=augmenter,
+        seed=profile["seed"],
+        cache_budget_gb=budget,
     )
-    val_data = model.image_dataset(val_rows, image_root, size, 256)
+    val_data = model.image_dataset(val_rows, image_root, size, 256, cache_budget_gb=budget)
 
     keras.utils.set_random_seed(profile["seed"])
     classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone)
     steps = int(np.ceil(len(train_rows) / batch))
     optimizer = model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas)
-    folder = model.run_dir(profile_name, name)
+    folder = model.run_dir(profile, name)
+    objective = losses.make_loss(loss, distance_km, centroids=centroids, tau_km=tau_km, ce_weight=ce_weight)
     start = time.perf_counter()
     history = model.train(
-        classifier,
-        train_data,
-        val_data,
-        folder,
-        epochs,
-        losses.make_loss(loss, distance_km, tau_km),
-        distance_km,
-        optimizer,
-        verbose=verbose,
+        classifier, train_data, val_data, folder, epochs, objective, distance_km, optimizer, verbose=verbose
     )
     seconds = time.perf_counter() - start
 
-    probabilities, _ = model.predict(classifier, val_data)
-    scores = evaluate(probabilities, val_rows.reset_index(drop=True), cells)
+    kept = model.load_model(folder, "best")
+    probabilities, _ = model.predict(kept, val_data)
+    scores = evaluate(probabilities, val_rows, cells)
+    clean_train = model.image_dataset(train_rows, image_root, size, 256, cache_budget_gb=0)
+    train_probabilities, train_labels = model.predict(kept, clean_train)
+    scores["train_top1"] = float((train_probabilities.argmax(axis=1) == train_labels).mean())
     settings = {
         "loss": loss,
         "augment": augment,
         "warmup": warmup,
         "betas": list(betas or (profile["beta_1"], profile["beta_2"])),
         "freeze_backbone": freeze_backbone,
+        "tau_km": tau_km if loss == "haversine_smoothing" else None,
+        "ce_weight": ce_weight,
         "epochs": epochs,
+        "best_epoch": int(history["val_accuracy"].idxmax()),
+        "seed": profile["seed"],
+        "overrides": profile["overrides"],
+        "image_source": profile["image_source"],
+        "pretrained": model.resolve_preset(profile),
         "train_images": len(train_rows),
         "skipped_images": skipped,
         "seconds": seconds,
     }
-    model.write_summary(folder, {"name": name, "profile": profile_name, **settings, "val": scores})
-    data = data or f"{profile['image_source']} images"
-    metrics.record_result(profile_name, name, data=data, split="val", notes=notes, **scores)
+    model.write_summary(folder, {"name": name, "profile": profile["name"], **settings, "val": scores})
+    if profile["overrides"]:
+        changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
+        notes = f"{notes} [{changed}]" if notes else f"[{changed}]"
+    metrics.record_result(
+        profile,
+        name,
+        data=data or data_label(profile),
+        split="val",
+        notes=notes,
+        seed=profile["seed"],
+        **scores,
+    )
     return {"name": name, "history": history, "val": scores, "folder": folder, "settings": settings}
 
 
-def best_run(profile_name: str) -> str:
-    """The run of notebooks 05-07 with the best validation top-1 accuracy (ties: lower mean km)."""
-    profile = config.get_profile(profile_name)
-    results = metrics.load_results(profile_name)
-    candidates = results[
-        (results["split"] == "val") & (results["data"] == f"{profile['image_source']} images")
-    ]
+def best_run(profile: str | dict) -> str:
+    """The run of notebooks 05-07 with the best validation top-1 accuracy (ties: lower mean km).
+
+    The same rule picks each run's checkpoint (:func:`run_experiment`), so the best run's
+    ``best.keras`` is the model that scored this.
+    """
+    results = metrics.load_results(profile)
+    candidates = results[(results["split"] == "val") & (results["data"] == data_label(profile))]
     if candidates.empty:
         raise LookupError(
-            f"No training runs in the results table of {profile_name!r}; run notebooks 05-07 first."
+            f"No training runs in the results table of {config.profile_name(profile)!r}; "
+            "run notebooks 05-07 first."
         )
     return candidates.sort_values(["top1", "mean_km"], ascending=[False, True]).iloc[0]["experiment"]
 
@@ -133,7 +178,9 @@ def predict_split(classifier, dataset: pd.DataFrame, image_root, split: str, pro
     """Probabilities of ``classifier`` on one split of ``dataset``: (probabilities, rows used)."""
     rows, _ = images.readable_rows(dataset[dataset["split"] == split], image_root)
     rows = rows.reset_index(drop=True)
-    data = model.image_dataset(rows, image_root, profile["image_size"], 256)
+    data = model.image_dataset(
+        rows, image_root, profile["image_size"], 256, cache_budget_gb=0
+    )  # one pass: no cache
     probabilities, labels = model.predict(classifier, data)
     assert (labels == rows["cell"].to_numpy()).all()
     return probabilities, rows

@@ -8,6 +8,7 @@ write it as they go; :func:`render_synthetic` writes it for synthetic scenes.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,18 @@ from PIL import Image
 
 from helpers import collect, config, geo, synthetic
 from helpers.datasets import largest_remainder
+
+
+def synthetic_fingerprint(lat: float, lng: float, session: int, day: int, size: int, cues, seed: int) -> str:
+    """A name for the synthetic image of one place: a hash of everything that sets its pixels.
+
+    Location (lat, lng in degrees), capture session and day, size (px), the cues drawn, the
+    seed and the renderer's version. Change any of them and the name changes, so a stored
+    picture can never be reused under a setting it was not rendered with.
+    """
+    parts = (repr(float(lat)), repr(float(lng)), int(session), int(day), int(size), tuple(cues), int(seed))
+    text = "|".join(map(str, (*parts, synthetic.RENDERER_VERSION)))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def render_synthetic(
@@ -32,14 +45,20 @@ def render_synthetic(
     """Render one synthetic image per row of ``locations`` (lat, lng, cell) into ``folder``.
 
     Capture sessions are drawn per cell with :func:`helpers.synthetic.assign_sessions`
-    (``session_leak``, ``day``). Files already present are kept (rendering is
-    deterministic), so an interrupted run continues where it stopped. Returns the manifest
-    (also written to ``folder/manifest.csv``), with ``session`` and ``day`` columns added.
+    (``session_leak``, ``day``). Each file is named by :func:`synthetic_fingerprint`, so a
+    file already present was rendered with exactly these settings and is kept: an
+    interrupted run continues where it stopped, and a changed setting renders anew. Returns
+    the manifest (also written to ``folder/manifest.csv``), with ``session`` and ``day``.
     """
     folder = Path(folder)
     features = synthetic.scene_features(locations["lat"], locations["lng"], geography, seed=seed, cues=cues)
     sessions = synthetic.assign_sessions(locations["cell"], day=day, leak=session_leak, seed=seed)
-    paths = [f"{cell}/{i:06d}.png" for i, cell in enumerate(locations["cell"])]
+    paths = [
+        f"{cell}/{synthetic_fingerprint(lat, lng, session, day, size, cues, seed)}.png"
+        for cell, lat, lng, session in zip(
+            locations["cell"], locations["lat"], locations["lng"], sessions, strict=True
+        )
+    ]
     todo = np.array([not (folder / p).exists() for p in paths])
     for start in range(0, len(paths), 512):  # render in batches: bounded memory
         batch = np.flatnonzero(todo[start : start + 512]) + start
@@ -76,6 +95,57 @@ def read_image_set(folder: Path) -> pd.DataFrame:
     if "status" in table.columns:
         table = table[table["status"] == "ok"].copy()
     return table.reset_index(drop=True)
+
+
+def download(profile: dict, locations: pd.DataFrame, folder: Path, geography: dict | None = None) -> dict:
+    """Download one image per location (lat, lng, cell) from the profile's ``image_source``.
+
+    ``streetview`` uses Google's service with ``GOOGLE_MAPS_API_KEY``, or, when the
+    profile's ``streetview_api`` is "standin" (the rehearsal), the loopback stand-in
+    (``helpers.standin``), which this function starts and stops and which needs the
+    synthetic ``geography``; ``mapillary`` uses ``MAPILLARY_ACCESS_TOKEN``. Images are stored
+    at ``download_size`` px. Resumable. Returns the client's counts (plus the faults the
+    stand-in served, under "standin_faults").
+    """
+    from helpers import mapillary, standin, streetview
+
+    size = (profile["download_size"],) * 2
+    source = profile["image_source"]
+    if source == "mapillary":
+        return mapillary.download(locations, folder, size=size)
+    if source != "streetview":
+        raise ValueError(
+            f"Image source {source!r} is not downloaded; use render_synthetic for synthetic scenes."
+        )
+    if profile["streetview_api"] != "standin":
+        return streetview.download(locations, folder, size=size)
+    if geography is None:
+        raise ValueError("The Street View stand-in renders synthetic scenes: pass geography=...")
+    with standin.serve(geography, seed=profile["seed"]) as (api_root, log):
+        # the stand-in answers at loopback speed; Google allows up to 30,000 requests a minute
+        counts = streetview.download(
+            locations, folder, key=standin.KEY, api_root=api_root, size=size, per_second=500, progress=False
+        )
+    return {**counts, "standin_faults": list(log["faults"])}
+
+
+def dataset_from_download(root: Path, subfolder: str) -> tuple[pd.DataFrame, pd.Series]:
+    """The usable images of the download in ``root/subfolder`` and the manifest's status counts.
+
+    Usable: the manifest's "ok" rows whose file decodes. Paths become relative to ``root``;
+    (lat, lng) are where the image was taken (the panorama's position), and the requested
+    address is kept in ``requested_lat``/``requested_lng``.
+    """
+    folder = Path(root) / subfolder
+    manifest = pd.read_csv(folder / "manifest.csv")
+    counts = manifest["status"].value_counts()
+    table = read_image_set(folder)
+    table = table.assign(image_path=subfolder + "/" + table["image_path"].astype(str))
+    table, unreadable = readable_rows(table, root)
+    if unreadable:
+        counts["unreadable"] = unreadable
+    table = table.astype({"lat": float, "lng": float, "cell": int})
+    return table.reset_index(drop=True), counts
 
 
 def split_dataset(

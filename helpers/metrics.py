@@ -23,6 +23,8 @@ RESULT_COLUMNS = [
     "mean_km",
     "median_km",
     *[f"within_{t}km" for t in THRESHOLDS_KM],
+    "train_top1",  # on a clean pass over the training images (no augmentation)
+    "seed",
     "notes",
 ]
 
@@ -62,12 +64,12 @@ def best_single_point(lat, lng, iterations: int = 100) -> tuple[float, float]:
     return float(back.y.iloc[0]), float(back.x.iloc[0])
 
 
-def results_path(profile: str):
+def results_path(profile: str | dict):
     """Where the results table of ``profile`` lives: ``build/<profile>/tables/results.csv``."""
     return config.output_dir(profile, "tables") / "results.csv"
 
 
-def load_results(profile: str) -> pd.DataFrame:
+def load_results(profile: str | dict) -> pd.DataFrame:
     """The results table so far (empty, with its columns, before anything was recorded)."""
     path = results_path(profile)
     if not path.exists():
@@ -76,7 +78,7 @@ def load_results(profile: str) -> pd.DataFrame:
 
 
 def record_result(
-    profile: str, experiment: str, data: str, split: str, notes: str = "", **values
+    profile: str | dict, experiment: str, data: str, split: str, notes: str = "", **values
 ) -> pd.DataFrame:
     """Add or replace the row (``experiment``, ``split``) of the results table; return the table.
 

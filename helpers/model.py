@@ -26,13 +26,162 @@ from keras import ops
 from helpers import config, losses
 
 
+def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
+    """The checkpoint to load for ``profile``: an ``hf://`` preset, a local folder, or None.
+
+    ``"standin:<name>"`` (the rehearsal profile) names a tiny checkpoint in the Hugging Face
+    layout that the workbook writes itself into ``build/<profile>/checkpoints/<name>`` the
+    first time, so the offline rehearsal loads weights through the same keras-hub converter
+    as ``hf://google/vit-base-patch16-224``.
+    """
+    preset = preset or profile["pretrained"]
+    if not preset or not str(preset).startswith("standin:"):
+        return preset
+    folder = config.output_dir(profile, "checkpoints") / str(preset).split(":", 1)[1]
+    if not (folder / "model.safetensors").exists():
+        write_hf_vit_checkpoint(
+            folder,
+            image_size=profile["image_size"],
+            patch=profile["patch_size"],
+            hidden=profile["vit_width"],
+            heads=profile["vit_heads"],
+            layers=profile["vit_layers"],
+            mlp=profile["vit_mlp_width"],
+            seed=profile["seed"],
+        )
+    return str(folder)
+
+
+def write_hf_vit_checkpoint(
+    folder: Path,
+    *,
+    image_size: int,
+    patch: int,
+    hidden: int,
+    heads: int,
+    layers: int,
+    mlp: int,
+    seed: int = 0,
+) -> dict:
+    """Write a ViT checkpoint in the Hugging Face layout and return its tensors by name.
+
+    The files are those of a Hub model folder: ``config.json`` (``model_type`` "vit"),
+    ``model.safetensors`` (``vit.*`` tensors, PyTorch layouts: linear weights are
+    (out, in), the patch projection (hidden, 3, patch, patch)) and
+    ``preprocessor_config.json`` (rescale by 1/255, then mean 0.5 and std 0.5 per channel,
+    as for google/vit-base-patch16-224). The weights are random (seeded): the checkpoint
+    rehearses the loading path, not the benefit of pretraining. Written atomically.
+    """
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    n_tokens = (image_size // patch) ** 2 + 1
+
+    def weight(*shape):
+        return rng.normal(0, 0.02, shape).astype("float32")
+
+    tensors = {
+        "vit.embeddings.cls_token": weight(1, 1, hidden),
+        "vit.embeddings.position_embeddings": weight(1, n_tokens, hidden),
+        "vit.embeddings.patch_embeddings.projection.weight": weight(hidden, 3, patch, patch),
+        "vit.embeddings.patch_embeddings.projection.bias": weight(hidden),
+        "vit.layernorm.weight": 1 + weight(hidden),
+        "vit.layernorm.bias": weight(hidden),
+    }
+    for i in range(layers):
+        prefix = f"vit.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            tensors[f"{prefix}.attention.attention.{name}.weight"] = weight(hidden, hidden)
+            tensors[f"{prefix}.attention.attention.{name}.bias"] = weight(hidden)
+        tensors[f"{prefix}.attention.output.dense.weight"] = weight(hidden, hidden)
+        tensors[f"{prefix}.attention.output.dense.bias"] = weight(hidden)
+        tensors[f"{prefix}.intermediate.dense.weight"] = weight(mlp, hidden)
+        tensors[f"{prefix}.intermediate.dense.bias"] = weight(mlp)
+        tensors[f"{prefix}.output.dense.weight"] = weight(hidden, mlp)
+        tensors[f"{prefix}.output.dense.bias"] = weight(hidden)
+        for norm in ("layernorm_before", "layernorm_after"):
+            tensors[f"{prefix}.{norm}.weight"] = 1 + weight(hidden)
+            tensors[f"{prefix}.{norm}.bias"] = weight(hidden)
+    hf_config = {
+        "model_type": "vit",
+        "architectures": ["ViTModel"],
+        "image_size": image_size,
+        "patch_size": patch,
+        "num_channels": 3,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": mlp,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "qkv_bias": True,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+    }
+    processor = {
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "size": {"height": image_size, "width": image_size},
+    }
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / "config.json").write_text(json.dumps(hf_config, indent=2))
+    (staging / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    save_file(tensors, str(staging / "model.safetensors"))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)  # readers see the whole checkpoint or none of it
+    return tensors
+
+
+# google/vit-base-patch16-224's preprocessor_config.json: rescale 1/255, mean 0.5, std 0.5
+VIT_PROCESSOR = {"rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def input_scaling(preset: str | None) -> tuple[float, float]:
+    """(scale, offset) that turn 0-255 pixels into the checkpoint's inputs: ``x * scale + offset``.
+
+    Read from a local checkpoint's ``preprocessor_config.json``; otherwise the ViT image
+    processor's (rescale 1/255, mean 0.5, std 0.5), which gives [-1, 1].
+    """
+    processor = VIT_PROCESSOR
+    if preset and (Path(str(preset)) / "preprocessor_config.json").exists():
+        processor = json.loads((Path(str(preset)) / "preprocessor_config.json").read_text())
+    mean, std = set(processor["image_mean"]), set(processor["image_std"])
+    if len(mean) != 1 or len(std) != 1:
+        raise ValueError(
+            f"Per-channel means {sorted(mean)} / stds {sorted(std)} are not supported by this workbook."
+        )
+    mean, std = mean.pop(), std.pop()
+    return processor["rescale_factor"] / std, -mean / std
+
+
+def _checkpoint_settings(preset: str) -> dict:
+    """Settings of a Hugging Face ViT checkpoint that keras-hub's converter does not carry over.
+
+    keras-hub builds every ViT with LayerNorm epsilon 1e-6; Google's checkpoints were trained
+    with 1e-12 (``layer_norm_eps`` in their config.json). Passing it on makes the backbone
+    compute exactly what the checkpoint computes (tests/test_pretrained.py).
+    """
+    from keras_hub.src.utils.preset_utils import load_json
+
+    hf_config = load_json(preset, "config.json")
+    if hf_config.get("model_type") == "vit" and "layer_norm_eps" in hf_config:
+        return {"layer_norm_epsilon": float(hf_config["layer_norm_eps"])}
+    return {}
+
+
 def build_backbone(profile: dict, preset: str | None = None):
     """The ViT backbone of ``profile``: from ``preset`` (or the profile's), else a new one."""
     import keras_hub
 
-    preset = preset or profile["pretrained"]
+    preset = resolve_preset(profile, preset)
     if preset:
-        return keras_hub.models.ViTBackbone.from_preset(str(preset))
+        return keras_hub.models.ViTBackbone.from_preset(str(preset), **_checkpoint_settings(str(preset)))
     size, patch = profile["image_size"], profile["patch_size"]
     return keras_hub.models.ViTBackbone(
         image_shape=(size, size, 3),
@@ -47,13 +196,17 @@ def build_backbone(profile: dict, preset: str | None = None):
 def build_classifier(n_cells: int, profile: dict, preset: str | None = None, freeze_backbone: bool = False):
     """A ViT with a softmax head over ``n_cells`` cells, reading the class token.
 
-    ``freeze_backbone=True`` trains the head only (the report's frozen experiment: 10 %).
+    Inputs are RGB pixels 0-255; the first layer scales them as the checkpoint's image
+    processor does (:func:`input_scaling`). ``freeze_backbone=True`` trains the head only
+    (the report's frozen experiment: 10 %).
     """
+    preset = resolve_preset(profile, preset)
     backbone = build_backbone(profile, preset)
     backbone.trainable = not freeze_backbone
     size = backbone.image_shape[0] if hasattr(backbone, "image_shape") else profile["image_size"]
+    scale, offset = input_scaling(preset)
     inputs = keras.Input((size, size, 3), name="image")
-    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_minus1_1")(inputs)
+    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(inputs)
     tokens = backbone(scaled)
     class_token = keras.layers.Lambda(lambda t: t[:, 0, :], name="class_token")(tokens)
     probabilities = keras.layers.Dense(n_cells, activation="softmax", name="cells")(class_token)
@@ -135,6 +288,22 @@ def randaugment(profile: dict, seed: int = 0):
     )
 
 
+def labels_of(table: pd.DataFrame) -> np.ndarray:
+    """The training targets of an image table: (n, 3) float32 rows [cell, lat, lng].
+
+    The cell index is what a classifier predicts; the image's own (lat, lng) in degrees lets
+    a loss measure distances to where the photo was taken (PIGEON's label smoothing).
+    """
+    return np.stack(
+        [table["cell"].to_numpy(), table["lat"].to_numpy(), table["lng"].to_numpy()], axis=1
+    ).astype("float32")
+
+
+def cache_fits(n_images: int, size: int, budget_gb: float) -> bool:
+    """Whether ``n_images`` decoded images of ``size`` px fit the cache budget (uint8, GB = 1e9 bytes)."""
+    return n_images * size * size * 3 <= budget_gb * 1e9
+
+
 def image_dataset(
     table: pd.DataFrame,
     root: Path,
@@ -143,39 +312,40 @@ def image_dataset(
     training: bool = False,
     augment=None,
     seed: int = 0,
-    cache: bool = True,
+    cache_budget_gb: float = 4.0,
 ):
-    """A ``tf.data`` pipeline of (image, cell) batches from an image table's files.
+    """A ``tf.data`` pipeline of (images, targets) batches from an image table's files.
 
-    Images are decoded once and cached in memory (``cache``), shuffled each epoch when
-    ``training``, and augmented image by image by ``augment`` (a Keras layer) in parallel
-    with training. Unreadable files should be removed first with ``images.readable_rows``.
+    Images are decoded and resized to ``size`` once and kept in memory as uint8 while the
+    set fits ``cache_budget_gb`` (42,570 images at 224 px would need 6.4 GB); a larger set
+    streams from disk, decoded again each epoch. Batches are float32 0-255, shuffled each
+    epoch when ``training``, and augmented batch by batch by ``augment`` (each image still
+    draws its own operations). Targets are :func:`labels_of` rows. Remove unreadable files
+    first with ``images.readable_rows``.
     """
     import tensorflow as tf
 
     paths = [str(Path(root) / p) for p in table["image_path"]]
-    labels = table["cell"].to_numpy().astype("int32")
 
-    def decode(path, label):
+    def decode(path, target):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         image = tf.image.resize(tf.cast(image, "float32"), (size, size))
-        return image, label
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), "uint8"), target
 
-    data = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+    data = tf.data.Dataset.from_tensor_slices((paths, labels_of(table))).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
-    if cache:
+    if cache_fits(len(paths), size, cache_budget_gb):
         data = data.cache()
     if training:
-        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(min(len(paths), 20_000), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size).map(lambda x, y: (tf.cast(x, "float32"), y))
     if augment is not None:
-        # one image at a time, so each image draws its own operations (and it is faster)
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    data = data.batch(batch_size)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def run_dir(profile: str, name: str) -> Path:
+def run_dir(profile: str | dict, name: str) -> Path:
     """The folder of training run ``name``: ``build/<profile>/runs/<name>``."""
     return config.output_dir(profile, "runs") / name
 
@@ -195,8 +365,9 @@ def train(
     """Compile and fit ``model``; return the per-epoch history (also in ``folder/history.csv``).
 
     Resumable: if ``folder/backup`` exists from an interrupted run, training continues after
-    the last finished epoch instead of starting again. Saves ``best.keras`` (lowest
-    validation loss) and ``last.keras``; stops on a NaN loss.
+    the last finished epoch instead of starting again. Saves ``best.keras``, the epoch with
+    the highest validation top-1 accuracy (the rule that also ranks runs, see
+    ``experiments.best_run``), and ``last.keras``; stops on a NaN loss.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +383,9 @@ def train(
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
-        keras.callbacks.ModelCheckpoint(str(folder / "best.keras"), monitor="val_loss", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+        ),
         keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
@@ -230,11 +403,12 @@ def train(
 
 
 def predict(model, data) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (n, n_cells), true cells (n,)) over a dataset of (image, cell) batches."""
+    """(probabilities (n, n_cells), true cells (n,)) over a dataset of (images, targets) batches."""
     probabilities, labels = [], []
-    for batch_images, batch_labels in data:
+    for batch_images, targets in data:
         probabilities.append(np.asarray(model(batch_images, training=False)))
-        labels.append(np.asarray(batch_labels))
+        targets = np.asarray(targets)
+        labels.append((targets[:, 0] if targets.ndim == 2 else targets).astype(int))
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
@@ -249,7 +423,7 @@ def load_model(folder: Path, which: str = "best"):
     return keras.saving.load_model(Path(folder) / f"{which}.keras", compile=False, safe_mode=False)
 
 
-def load_dataset(profile: str, extra: str | None = None) -> tuple[pd.DataFrame, Path]:
+def load_dataset(profile: str | dict, extra: str | None = None) -> tuple[pd.DataFrame, Path]:
     """The image table written by notebook 03 and the folder its paths are relative to.
 
     ``extra="new_day"`` gives the test locations re-captured on another day.
@@ -257,5 +431,7 @@ def load_dataset(profile: str, extra: str | None = None) -> tuple[pd.DataFrame, 
     root = config.output_dir(profile, "images")
     name = "dataset.csv" if extra is None else f"dataset_{extra}.csv"
     if not (root / name).exists():
-        raise FileNotFoundError(f"No {name} in {root}. Run notebook 03 first (make all PROFILE={profile}).")
+        raise FileNotFoundError(
+            f"No {name} in {root}. Run notebook 03 first (make all PROFILE={config.profile_name(profile)})."
+        )
     return pd.read_csv(root / name), root
