@@ -7,6 +7,7 @@ so a comparison table means what it says.
 
 from __future__ import annotations
 
+import json
 import time
 
 import keras
@@ -184,3 +185,80 @@ def predict_split(classifier, dataset: pd.DataFrame, image_root, split: str, pro
     probabilities, labels = model.predict(classifier, data)
     assert (labels == rows["cell"].to_numpy()).all()
     return probabilities, rows
+
+
+def finished_run(profile: str | dict, name: str) -> dict | None:
+    """The ``summary.json`` of a finished run ``name`` (settings and validation scores), or None."""
+    path = model.run_dir(profile, name) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def repeat_over_seeds(
+    profile: str | dict, name: str, seeds=(0, 1, 2), reuse: dict | None = None, **settings
+) -> pd.DataFrame:
+    """Train the run ``name`` once per seed (everything else equal); one row of scores per seed.
+
+    Runs are named ``<name>_seed<k>``. Only the seed changes: the model's initial weights,
+    the order of the batches and the augmentation draws. The spread across seeds is the
+    noise against which a difference between two settings must be judged. ``reuse`` maps a
+    seed to a run trained earlier with the same settings (``{0: "baseline"}`` takes
+    notebook 05's run); it is checked, and trained again if its settings differ.
+    """
+    rows = []
+    for seed in seeds:
+        seeded = config.get_profile(profile, seed=seed)
+        reused = (reuse or {}).get(seed)
+        earlier = finished_run(seeded, reused) if reused else None
+        if earlier and _same_settings(earlier, seeded, settings):
+            scores = earlier["val"]
+        else:
+            scores = run_experiment(seeded, f"{name}_seed{seed}", verbose=0, **settings)["val"]
+        rows.append({"run": name, "seed": seed, **scores, "gap": scores["train_top1"] - scores["top1"]})
+    return pd.DataFrame(rows)
+
+
+def _same_settings(summary: dict, profile: dict, settings: dict) -> bool:
+    """Whether a finished run's ``summary`` was trained with ``profile`` and ``settings``."""
+    wanted = {key: settings.get(key, default) for key, default in _COMPARED.items()}
+    wanted["betas"] = list(settings.get("betas") or (profile["beta_1"], profile["beta_2"]))
+    wanted["epochs"] = settings.get("epochs") or profile["epochs"]
+    wanted["seed"] = profile["seed"]
+    return all(summary.get(key) == value for key, value in wanted.items())
+
+
+# the settings that must match for an earlier run to stand in for a new one, with their defaults
+_COMPARED = {"loss": "cross_entropy", "augment": False, "warmup": True, "freeze_backbone": False}
+
+
+def compare_runs(scores: pd.DataFrame, reference: str, metric: str = "top1") -> pd.DataFrame:
+    """Each run's mean ``metric`` over seeds against ``reference``'s, and whether the difference
+    is larger than the seed noise.
+
+    ``scores`` has one row per (run, seed) (:func:`repeat_over_seeds`). The difference of
+    the means counts as larger than the noise when it exceeds twice its standard error,
+    ``sqrt(s_a**2 / n_a + s_b**2 / n_b)`` with ``s`` the standard deviation over seeds.
+    """
+    summary = scores.groupby("run", sort=False)[metric].agg(["mean", "std", "count"])
+    base = summary.loc[reference]
+    difference = summary["mean"] - base["mean"]
+    standard_error = np.sqrt(summary["std"] ** 2 / summary["count"] + base["std"] ** 2 / base["count"])
+    return summary.assign(
+        difference=difference,
+        standard_error=standard_error,
+        beyond_noise=(difference.abs() > 2 * standard_error) & (summary.index != reference),
+    )
+
+
+def effect_verdict(difference: float, standard_error: float, expected: float) -> str:
+    """Does a measured effect reproduce one the report claims?
+
+    "reproduced" when ``difference`` has the sign of the claimed effect ``expected`` and
+    exceeds twice its ``standard_error`` (the seed noise, :func:`compare_runs`); "not
+    reproduced" when it exceeds the noise with the opposite sign; "within noise" otherwise
+    (neither confirmed nor contradicted).
+    """
+    if not np.isfinite(difference) or not np.isfinite(standard_error):
+        return "not testable"
+    if abs(difference) <= 2 * standard_error:
+        return "within noise"
+    return "reproduced" if np.sign(difference) == np.sign(expected) else "not reproduced"

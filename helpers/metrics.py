@@ -7,6 +7,8 @@ and country levels used across the image geolocation literature (Im2GPS onwards)
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -143,3 +145,30 @@ def neighbour_error_share(true_cells, predicted_cells, adjacency: np.ndarray) ->
         "chance": float(chance.mean()),
         "ratio": float(to_neighbour.mean() / chance.mean()),
     }
+
+
+def facts_path(profile: str | dict):
+    """Where single measured facts of a build live: ``build/<profile>/tables/facts.json``."""
+    return config.output_dir(profile, "tables") / "facts.json"
+
+
+def record_facts(profile: str | dict, **facts) -> dict:
+    """Merge ``facts`` (name -> number or text) into the build's facts; return them all.
+
+    For findings that are one number, not a row of the results table: the share of errors
+    that go to neighbouring cells (notebook 08), the share of attention on the sky (09), ...
+    The report reads them from here, so no number in it is typed by hand.
+    """
+    merged = {
+        **load_facts(profile),
+        **{k: (float(v) if isinstance(v, np.floating) else v) for k, v in facts.items()},
+    }
+    with config.atomic_target(facts_path(profile)) as temporary:
+        temporary.write_text(json.dumps(merged, indent=2, sort_keys=True))
+    return merged
+
+
+def load_facts(profile: str | dict) -> dict:
+    """The facts recorded so far (empty before any)."""
+    path = facts_path(profile)
+    return json.loads(path.read_text()) if path.exists() else {}
