@@ -1,5 +1,6 @@
 # The workbook's commands. `make all` runs every notebook; `make test` checks everything.
-# PROFILE picks the size of the run: smoke (seconds, CI), default (a laptop), full (a GPU).
+# PROFILE picks the size of the run: smoke (seconds, CI), default (a laptop), rehearsal (the real
+# download and checkpoint path, offline), mapillary (free real photos, a GPU), full (the report, a GPU).
 
 PROFILE ?= default
 PYTHON ?= python3
@@ -19,7 +20,7 @@ DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
 
 help:
 	@echo "make all      run the notebooks in order (PROFILE=$(PROFILE)) into $(BUILD)/"
-	@echo "make test     unit tests and a smoke run of every notebook"
+	@echo "make test     unit tests; every notebook in the smoke and rehearsal profiles"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make data     download the inputs into data/ (checked by SHA-256)"
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
