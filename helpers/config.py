@@ -55,6 +55,9 @@ _COMMON = {
     # images cached in memory as uint8 up to this many GB; a larger set streams from disk
     "cache_budget_gb": 4.0,
     "attention_batch": 64,  # notebook 09 computes attention maps this many images at a time
+    # None: the report's 42,570 locations; or an OpenAddresses file (CSV or GeoJSON, in data/
+    # or a path) to sample your own, in proportion to postcodes as the report did
+    "addresses_file": None,
 }
 
 PROFILES: dict[str, dict] = {

@@ -14,6 +14,7 @@ import ast
 import gzip
 import hashlib
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +26,8 @@ import pooch
 import shapely
 
 from helpers import config, geo
+
+log = logging.getLogger(__name__)
 
 _DAGI = "https://raw.githubusercontent.com/Neogeografen/dagi/a1c1563a6484a07ae937caed043ab839d2d6b2d6/geojson"
 _REPORT = (
@@ -207,87 +210,274 @@ def load_report_centroids() -> pd.DataFrame:
 # --- bring your own OpenAddresses file ---------------------------------------------------
 
 _OA_FIELDS = ["number", "street", "unit", "city", "district", "region", "postcode", "id", "hash"]
+ADDRESSES_SETTING = "addresses_file"  # the profile setting that names the user's own file
+_PIECE_CHARS = 1 << 20  # a FeatureCollection is read 1 MiB of text at a time
+_MAX_FEATURE_CHARS = 16 << 20  # a "feature" longer than this is a broken file, not an address
+_SEPARATORS = " \t\r\n\x1e"  # whitespace, and the record separator of GeoJSON text sequences
 
 
-def _read_oa_geojsonl(path: Path) -> pd.DataFrame:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:
+def _open_text(path: Path):
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    return opener(path, "rt", encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
+
+
+def _collection_features(handle, path: Path):
+    """The features of a GeoJSON FeatureCollection, decoded one at a time from ``handle``.
+
+    Only one feature and one piece of text are held at once, however large the file. If the
+    file turns out to hold a first Feature rather than a FeatureCollection (GeoJSON lines),
+    yields a single None and stops.
+    """
+    decoder = json.JSONDecoder()
+    state = {"text": "", "at": 0, "end": False}
+
+    def read_more() -> bool:
+        piece = handle.read(_PIECE_CHARS)
+        if not piece:
+            state["end"] = True
+            return False
+        state["text"], state["at"] = state["text"][state["at"] :] + piece, 0
+        return True
+
+    def peek() -> str:
+        while True:
+            text, at = state["text"], state["at"]
+            while at < len(text) and text[at] in _SEPARATORS:
+                at += 1
+            state["at"] = at
+            if at < len(text) or not read_more():
+                return text[at] if at < len(text) else ""
+
+    def expect(char: str, where: str) -> None:
+        found = peek()
+        if found != char:
+            raise DataError(
+                f"{path}: not a GeoJSON FeatureCollection: expected {char!r} {where}, "
+                f"found {found or 'the end of the file'!r}."
+            )
+        state["at"] += 1
+
+    def value(what: str):
+        peek()
+        while True:
+            try:
+                item, end = decoder.raw_decode(state["text"], state["at"])
+                if end < len(state["text"]) or state["end"]:  # a number could go on in the next piece
+                    state["at"] = end
+                    return item
+            except json.JSONDecodeError as error:
+                if state["end"] or len(state["text"]) - state["at"] > _MAX_FEATURE_CHARS:
+                    raise DataError(f"{path}: {what} is not valid JSON ({error.msg}).") from None
+            read_more()
+
+    expect("{", "at the start")
+    while True:
+        char = peek()
+        if char == "}":
+            yield None  # a whole object without "features": a Feature, so GeoJSON lines
+            return
+        if char == ",":
+            state["at"] += 1
+            continue
+        key = value("a key of the top-level object")
+        expect(":", f"after {key!r}")
+        if key != "features":
+            value(f"the value of {key!r}")  # "type", "name", "crs", "bbox": not needed
+            continue
+        expect("[", 'after "features":')
+        number = 0
+        while True:
+            char = peek()
+            if char == "]":
+                return
+            if char == ",":
+                state["at"] += 1
+                continue
+            if not char:
+                raise DataError(f"{path}: the file ends inside its list of features (after {number}).")
+            number += 1
+            yield value(f"feature {number}")
+
+
+def _features(path: Path):
+    """Every feature of a GeoJSON file: a FeatureCollection, or one Feature per line."""
+    with _open_text(path) as handle:
+        features = _collection_features(handle, path)
+        first = next(features, None)
+        if first is not None:
+            yield first
+            yield from features
+            return
+    with _open_text(path) as handle:  # GeoJSON lines: one feature per line
         for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+            line = line.strip(_SEPARATORS)
+            if not line:
                 continue
             try:
-                feature = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from error
-            coords = (feature.get("geometry") or {}).get("coordinates") or [None, None]
-            props = feature.get("properties") or {}
-            rows.append({"lng": coords[0], "lat": coords[1], **{k: props.get(k) for k in _OA_FIELDS}})
-    return pd.DataFrame(rows, columns=["lng", "lat", *_OA_FIELDS])
+                raise DataError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
 
 
-def read_openaddresses(path, swap_coordinates: bool = False) -> gpd.GeoDataFrame:
-    """Read an OpenAddresses extract for Denmark into points with ``lat``, ``lng``, ``postcode``, ...
+def _geojson_chunks(path: Path, fields: list[str], chunk_rows: int):
+    """The features of ``path`` as tables of at most ``chunk_rows`` rows: lng, lat, ``fields``."""
+    rows = []
+    for feature in _features(path):
+        if not isinstance(feature, dict):
+            continue
+        coordinates = (feature.get("geometry") or {}).get("coordinates")
+        if not isinstance(coordinates, list) or len(coordinates) < 2:
+            coordinates = [None, None]
+        properties = {str(k).lower(): v for k, v in (feature.get("properties") or {}).items()}
+        rows.append((coordinates[0], coordinates[1], *(properties.get(k) for k in fields)))
+        if len(rows) == chunk_rows:
+            yield pd.DataFrame(rows, columns=["lng", "lat", *fields])
+            rows = []
+    if rows:
+        yield pd.DataFrame(rows, columns=["lng", "lat", *fields])
 
-    Accepts both OpenAddresses layouts: the CSV (columns LON, LAT, NUMBER, STREET, ...,
-    POSTCODE) and GeoJSON lines (one Point feature per line, lowercase properties), either
-    optionally gzipped. Rows without usable coordinates are dropped with a warning; points
-    outside Denmark are dropped with a warning. If most points only fall in Denmark with
-    lat and lng exchanged, you get an error: pass ``swap_coordinates=True`` after checking.
+
+def _csv_chunks(path: Path, fields: list[str], chunk_rows: int):
+    """The rows of an OpenAddresses CSV (LON, LAT, ...) as tables of at most ``chunk_rows`` rows."""
+    reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows)
+    with reader:
+        for chunk in reader:
+            chunk.columns = [str(c).strip().lower() for c in chunk.columns]
+            if not {"lon", "lat"} <= set(chunk.columns):
+                found = list(chunk.columns)
+                raise DataError(f"{path}: an OpenAddresses CSV needs the columns LON and LAT; found {found}.")
+            chunk = chunk.rename(columns={"lon": "lng"})
+            yield chunk.reindex(columns=["lng", "lat", *fields])
+
+
+def read_openaddresses(
+    path, swap_coordinates: bool = False, fields=_OA_FIELDS, chunk_rows: int = 200_000
+) -> gpd.GeoDataFrame:
+    """Read an OpenAddresses extract for Denmark into points: ``lat``, ``lng``, ``postcode``, ...
+
+    Accepts the OpenAddresses layouts, each optionally gzipped: the CSV (columns LON, LAT,
+    NUMBER, STREET, ..., POSTCODE), GeoJSON lines (one Point feature per line), and a GeoJSON
+    FeatureCollection. The file is read ``chunk_rows`` addresses at a time, a
+    FeatureCollection one feature at a time, so a country-size file (Denmark has about 2.5
+    million addresses) never needs more memory than the table it gives; ``fields`` (lowercase
+    property names) are the columns kept besides the coordinates.
+
+    Rows without usable coordinates are dropped with a warning; points outside Denmark are
+    dropped with a warning; repeated coordinates (the flats of one building share its point)
+    are dropped, keeping the first. If most points only fall in Denmark with lat and lng
+    exchanged, you get an error: pass ``swap_coordinates=True`` after checking. The counts
+    are in ``result.attrs["openaddresses"]``: rows, no_coordinates, outside, repeated, kept.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"No OpenAddresses file at {path}. Download the Denmark extract and give its path.")
+    fields = [str(f).lower() for f in fields]
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".csv"):
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        raw.columns = [c.strip().lower() for c in raw.columns]
-        if not {"lon", "lat"} <= set(raw.columns):
-            raise DataError(
-                f"{path}: an OpenAddresses CSV needs the columns LON and LAT; found {list(raw.columns)}."
-            )
-        raw = raw.rename(columns={"lon": "lng"})
-    elif name.endswith((".geojson", ".geojsonl", ".geojsonseq", ".jsonl")):
-        raw = _read_oa_geojsonl(path)
+        chunks = _csv_chunks(path, fields, chunk_rows)
+    elif name.endswith((".geojson", ".geojsonl", ".geojsonseq", ".jsonl", ".json")):
+        chunks = _geojson_chunks(path, fields, chunk_rows)
     else:
         raise DataError(f"{path}: expected an OpenAddresses .csv or .geojson(l) file (optionally .gz).")
 
-    lat = pd.to_numeric(raw["lat"], errors="coerce").to_numpy()
-    lng = pd.to_numeric(raw["lng"], errors="coerce").to_numpy()
-    if swap_coordinates:
-        lat, lng = lng, lat
-    usable = np.isfinite(lat) & np.isfinite(lng)
-    if not usable.any():
-        raise DataError(f"{path}: none of its {len(raw)} rows has numeric coordinates.")
-    if not usable.all():
+    counts = {"rows": 0, "no_coordinates": 0, "outside": 0, "repeated": 0}
+    swapped_inside, parts = 0, []
+    for chunk in chunks:
+        lat = pd.to_numeric(chunk["lat"], errors="coerce").to_numpy(dtype=float)
+        lng = pd.to_numeric(chunk["lng"], errors="coerce").to_numpy(dtype=float)
+        if swap_coordinates:
+            lat, lng = lng, lat
+        usable = np.isfinite(lat) & np.isfinite(lng)
+        inside = usable & geo.in_denmark_box(lat, lng)
+        swapped_inside += int((usable & geo.in_denmark_box(lng, lat)).sum())
+        counts["rows"] += len(chunk)
+        counts["no_coordinates"] += int((~usable).sum())
+        counts["outside"] += int((usable & ~inside).sum())
+        # the flats of one building share its point: one address per point (to 1 cm) is kept,
+        # here within the chunk, below across chunks
+        rows = np.flatnonzero(inside)
+        key = np.round(lat[rows] * 1e7).astype(np.int64) * 10**10 + np.round(lng[rows] * 1e7).astype(np.int64)
+        first = ~pd.Series(key).duplicated().to_numpy()
+        counts["repeated"] += int((~first).sum())
+        rows = rows[first]
+        part = chunk.iloc[rows][fields].reset_index(drop=True)
+        parts.append(part.assign(lat=lat[rows], lng=lng[rows], point_key=key[first]))
+
+    usable_rows = counts["rows"] - counts["no_coordinates"]
+    if not usable_rows:
+        raise DataError(f"{path}: none of its {counts['rows']} rows has numeric coordinates.")
+    if counts["no_coordinates"]:
         warnings.warn(
-            f"{path}: dropped {int((~usable).sum())} of {len(raw)} rows with missing or "
+            f"{path}: dropped {counts['no_coordinates']} of {counts['rows']} rows with missing or "
             "non-numeric coordinates.",
             stacklevel=2,
         )
-    raw, lat, lng = raw.loc[usable].reset_index(drop=True), lat[usable], lng[usable]
-
-    inside = geo.in_denmark_box(lat, lng)
-    inside_swapped = geo.in_denmark_box(lng, lat)
-    if inside.mean() < 0.5 and inside_swapped.mean() > 0.5:
+    share_in = (usable_rows - counts["outside"]) / usable_rows
+    share_swapped = swapped_inside / usable_rows
+    if share_in < 0.5 and share_swapped > 0.5:
         raise DataError(
-            f"{path}: only {inside.mean():.0%} of the points fall in Denmark as given, but "
-            f"{inside_swapped.mean():.0%} do with latitude and longitude exchanged. The coordinate "
+            f"{path}: only {share_in:.0%} of the points fall in Denmark as given, but "
+            f"{share_swapped:.0%} do with latitude and longitude exchanged. The coordinate "
             "columns look swapped (OpenAddresses puts LON before LAT). Fix the file, or call "
             "read_openaddresses(path, swap_coordinates=True)."
         )
-    if not inside.any():
+    if counts["outside"] == usable_rows:
         raise DataError(
             f"{path}: none of the points lies in Denmark (lat {geo.DENMARK_LAT}, lng {geo.DENMARK_LNG})."
         )
-    if not inside.all():
+    if counts["outside"]:
         warnings.warn(
-            f"{path}: dropped {int((~inside).sum())} of {len(inside)} points outside Denmark.", stacklevel=2
+            f"{path}: dropped {counts['outside']} of {usable_rows} points outside Denmark.", stacklevel=2
         )
-    table = raw.loc[inside].drop(columns=["lat", "lng"]).reset_index(drop=True)
-    for column in set(_OA_FIELDS) - set(table.columns):
-        table[column] = None
-    return geo.points_from_latlng(lat[inside], lng[inside], table)
+    table = pd.concat(parts, ignore_index=True)
+    again = table.pop("point_key").duplicated().to_numpy()
+    if again.any():
+        counts["repeated"] += int(again.sum())
+        table = table.loc[~again].reset_index(drop=True)
+    counts["kept"] = len(table)
+    if counts["repeated"]:
+        log.info("%s: dropped %d addresses at a point already taken (flats)", path, counts["repeated"])
+    points = geo.points_from_latlng(table.pop("lat"), table.pop("lng"), table)
+    points.attrs["openaddresses"] = counts
+    return points
+
+
+def addresses_path(profile) -> Path | None:
+    """The user's own OpenAddresses file named by the profile setting ``addresses_file``, or None.
+
+    A relative path is taken inside ``data/`` (``helpers.config.data_dir``); ``~`` is expanded.
+    """
+    if not isinstance(profile, dict):
+        profile = config.get_profile(profile)
+    setting = profile.get(ADDRESSES_SETTING)
+    if not setting:
+        return None
+    path = Path(setting).expanduser()
+    return path if path.is_absolute() else config.data_dir() / path
+
+
+def load_locations(profile) -> gpd.GeoDataFrame:
+    """The places notebooks 01 to 03 start from, as the profile says.
+
+    Without an ``addresses_file`` setting: the report's 42,570 locations
+    (:func:`load_report_locations`). With one: every address of that OpenAddresses file
+    (:func:`read_openaddresses`: Denmark only, one per point), which the report sampled its
+    locations from; columns ``lat``, ``lng`` (degrees), ``postcode`` and the other address
+    fields, for sampling in proportion to postcodes with ``sample_per_area(...,
+    subarea="postcode")``. ``profile`` is a profile dictionary or name.
+    """
+    path = addresses_path(profile)
+    if path is None:
+        return load_report_locations()
+    if not path.exists():
+        raise DataError(
+            f"The profile's {ADDRESSES_SETTING} is {path}, but there is no file there. Download the "
+            "Denmark extract from openaddresses.io (CSV or GeoJSON, optionally .gz), or set "
+            f"{ADDRESSES_SETTING}=None to use the report's locations."
+        )
+    return read_openaddresses(path)
 
 
 def largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:

@@ -1,11 +1,12 @@
 """A client for the Mapillary API v4: free, crowd-sourced street-level images.
 
 For each location: ask for the images in a small box around it (``/images`` with a
-``bbox``), keep the one nearest to the location, and download its ``thumb_1024_url``,
-centre-cropped to a square and resized. The token comes from ``MAPILLARY_ACCESS_TOKEN``
-(environment or ``.env``; get one free at mapillary.com/dashboard/developers) and is sent
-in the ``Authorization`` header, never in a URL. The download, retry and manifest
-machinery is shared with Street View (``helpers.collect``).
+``bbox``), keep the flat (not panoramic) one nearest to the location, and download its
+``thumb_1024_url``, centre-cropped to a square and resized. The token comes from
+``MAPILLARY_ACCESS_TOKEN`` (environment or ``.env``; get one free at
+mapillary.com/dashboard/developers) and is sent in the ``Authorization`` header, never in
+a URL. The download, retry and manifest machinery is shared with Street View
+(``helpers.collect``).
 
 Terms: Mapillary images are CC BY-SA 4.0; credit "Mapillary contributors" when you show them.
 """
@@ -22,7 +23,8 @@ from helpers import collect, geo
 
 API_ROOT = "https://graph.mapillary.com"
 TOKEN_NAME = "MAPILLARY_ACCESS_TOKEN"
-FIELDS = "id,thumb_1024_url,computed_geometry,captured_at"
+FIELDS = "id,thumb_1024_url,computed_geometry,geometry,captured_at,sequence,is_pano"
+SMALLEST_BOX_M = 2.0  # a box this small that still holds a full page of images is taken as it is
 
 
 def bbox_around(lat: float, lng: float, radius_m: float) -> str:
@@ -33,11 +35,52 @@ def bbox_around(lat: float, lng: float, radius_m: float) -> str:
 
 
 def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
-    """The image nearest (lat, lng) within ``radius`` m: ``{"image_id", "lat", "lng", "date", "url"}``."""
+    """The flat image nearest (lat, lng) within ``radius`` m, or None if there is none.
+
+    Returns ``{"image_id", "lat", "lng", "date", "captured_at", "sequence", "url"}``.
+
+    The API lists the images in a box in no particular order and at most ``candidates`` of
+    them, so a full page may miss the nearest one. A full page is therefore asked again for
+    a box of half the size, until a page is not full: then every image in that box is known,
+    and the nearest one is certain whenever it lies within the box's half-width (``radius``
+    for the first box, so one request settles most locations). Panoramas
+    (``is_pano``) are skipped: a centre crop of a 360-degree image is not a street view like
+    the others. A location with panoramas only counts as having no imagery.
+    """
+    radius = float(settings["radius"])
+    half = radius
+    known: dict[str, tuple[float, dict, list]] = {}  # id -> (distance m, item, [lng, lat])
+    while True:
+        items = _images_in_box(session, lat, lng, half, settings)
+        for item in items:
+            point = (item.get("computed_geometry") or item.get("geometry") or {}).get("coordinates")
+            if not point or len(point) < 2 or not item.get("thumb_1024_url") or item.get("is_pano"):
+                continue
+            distance = float(geo.haversine_km(lat, lng, point[1], point[0])) * 1000.0
+            if distance <= radius:
+                known[str(item["id"])] = (distance, item, point)
+        if len(items) < settings["candidates"] or half / 2 < SMALLEST_BOX_M:
+            break
+        half /= 2  # a full page: there may be nearer images the page left out
+    if not known:
+        return None
+    _, item, point = min(known.values(), key=lambda c: c[0])
+    return {
+        "image_id": str(item["id"]),
+        "lat": point[1],
+        "lng": point[0],
+        **_capture_time(item.get("captured_at")),
+        "sequence": _sequence_id(item.get("sequence")),
+        "url": item["thumb_1024_url"],
+    }
+
+
+def _images_in_box(session, lat: float, lng: float, half_m: float, settings: dict) -> list[dict]:
+    """The images the API lists in the box of half-width ``half_m`` around (lat, lng)."""
     answer = _get(
         session,
         f"{settings['root']}/images",
-        {"fields": FIELDS, "bbox": bbox_around(lat, lng, settings["radius"]), "limit": 50},
+        {"fields": FIELDS, "bbox": bbox_around(lat, lng, half_m), "limit": settings["candidates"]},
         settings,
     )
     if answer.status_code in (401, 403):
@@ -49,23 +92,34 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
         raise collect.TransientError(
             f"Mapillary answered HTTP {answer.status_code}: {_error_message(answer, settings)}"
         )
-    candidates = []
-    for item in answer.json().get("data", []):
-        point = (item.get("computed_geometry") or {}).get("coordinates")
-        if point and item.get("thumb_1024_url"):
-            candidates.append((float(geo.haversine_km(lat, lng, point[1], point[0])), item, point))
-    if not candidates:
-        return None
-    _, item, point = min(candidates, key=lambda c: c[0])
-    taken = item.get("captured_at")
-    date = dt.datetime.fromtimestamp(taken / 1000, tz=dt.timezone.utc).strftime("%Y-%m") if taken else ""
-    return {
-        "image_id": str(item["id"]),
-        "lat": point[1],
-        "lng": point[0],
-        "date": date,
-        "url": item["thumb_1024_url"],
-    }
+    try:
+        body = answer.json()
+    except ValueError:
+        # a proxy's or an overloaded server's HTML page: try this location again next run
+        raise collect.TransientError(
+            f"Mapillary answered HTTP 200 with something that is not JSON "
+            f"({answer.headers.get('Content-Type', 'no content type')})."
+        ) from None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise collect.TransientError("Mapillary answered JSON without a list of images under 'data'.")
+    return [item for item in data if isinstance(item, dict) and "id" in item]
+
+
+def _capture_time(milliseconds) -> dict:
+    """``date`` (YYYY-MM) and ``captured_at`` (ISO 8601, UTC) from Mapillary's epoch milliseconds."""
+    try:
+        taken = dt.datetime.fromtimestamp(float(milliseconds) / 1000, tz=dt.timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return {"date": "", "captured_at": ""}
+    return {"date": taken.strftime("%Y-%m"), "captured_at": taken.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _sequence_id(sequence) -> str:
+    """The sequence id, whether the API gives it as text or as an object with an ``id``."""
+    if isinstance(sequence, dict):
+        sequence = sequence.get("id")
+    return "" if sequence is None else str(sequence)
 
 
 def fetch(session, found: dict, settings: dict) -> Image.Image:
@@ -87,10 +141,11 @@ def _get(session, url, params, settings):
 
 def _error_message(answer, settings) -> str:
     try:
-        message = answer.json().get("error", {}).get("message", "")
-    except ValueError:
+        body = answer.json()
+        message = str((body.get("error") or {}).get("message", "")) if isinstance(body, dict) else ""
+    except (ValueError, AttributeError):
         message = answer.text[:200]
-    return collect.redact(message, [settings["secret"]])
+    return collect.redact(message, collect.secrets_of(settings))
 
 
 def download(
@@ -100,6 +155,7 @@ def download(
     token: str | None = None,
     size: tuple[int, int] = (224, 224),
     radius: float = 50,
+    candidates: int = 100,
     workers: int = 8,
     per_second: float = 10.0,
     retries: int = 5,
@@ -111,8 +167,12 @@ def download(
     """Download the Mapillary image nearest each location (columns lat, lng, cell) into ``folder``.
 
     Same contract as ``helpers.streetview.download``: resumable, deduplicated, the token
-    never written anywhere. ``radius`` in metres.
+    never written anywhere. ``radius`` in metres; ``candidates``: images asked for per box
+    (the API allows up to 2,000). The manifest records each image's ``sequence`` and
+    ``captured_at``, so that images of one capture can be kept in one split.
     """
+    if not 1 <= candidates <= 2000:
+        raise ValueError(f"candidates must be between 1 and 2,000 (the API's limit), got {candidates}.")
     token = token or collect.load_secret(TOKEN_NAME)
     if not token:
         raise collect.FatalAPIError(
@@ -128,6 +188,7 @@ def download(
         per_second=per_second,
         size=size,
         radius=radius,
+        candidates=candidates,
     )
     return collect.collect(
         locations, folder, "mapillary", lookup, fetch, settings, workers=workers, progress=progress

@@ -5,6 +5,7 @@ Usage::
     with serve({"/file": (200, {}, b"data")}) as server:
         requests.get(server.url + "/file")
         server.requests  # the paths asked for, in order
+        server.arrivals  # (time.monotonic() on arrival, path) for each request
 
 A route's answer is a tuple (status, headers, body) or a callable taking the request
 handler and returning one, so a test can count calls or change its answer over time. A
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (name fixed by http.server)
+        self.server.arrivals.append((time.monotonic(), self.path))
         self.server.requests.append(self.path)
         self.server.headers_seen.append(dict(self.headers))
         route = self.server.routes.get(self.path.split("?")[0])
@@ -48,6 +51,7 @@ def serve(routes: dict):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.routes = routes
     server.requests = []
+    server.arrivals = []
     server.headers_seen = []
     server.daemon_threads = True
     server.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -40,7 +40,8 @@ def test_every_setting_that_sets_the_pixels_names_the_file(tmp_path, geography, 
     }
     for name, (changed, changed_pixels) in variants.items():
         assert not set(changed["image_path"]) & set(manifest["image_path"]), name
-        if changed_pixels.shape == pixels.shape:
+        # a cell sets the pixels only through its capture session, which two cells may share
+        if changed_pixels.shape == pixels.shape and name != "cell":
             assert not np.array_equal(changed_pixels, pixels), f"{name}: the old pixels came back"
     monkeypatch.setattr(synthetic, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
     bumped, _ = render(folder, geography)

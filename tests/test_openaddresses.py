@@ -1,5 +1,6 @@
 import gzip
 import json
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import datasets
+from helpers import config, datasets
 
 # Three real places: Aarhus Rådhus, Odense Rådhus, Skagen harbour (lat, lng in degrees).
 PLACES = [(56.1527, 10.2039, "8000"), (55.3960, 10.3880, "5000"), (57.7190, 10.5910, "9990")]
@@ -145,3 +146,141 @@ def testlargest_remainder_quotas(counts, data):
     assert quotas.sum() == total
     assert (quotas >= np.floor(exact)).all() and (quotas <= np.ceil(exact)).all()
     assert (quotas <= counts).all()
+
+
+# --- GeoJSON FeatureCollections, country-size files, flats --------------------------------
+
+
+def feature(i, lat, lng, pc, **more):
+    properties = {"number": str(i), "street": "Torvet", "postcode": pc, "hash": f"h{i}", **more}
+    return {
+        "type": "Feature",
+        "properties": properties,
+        "geometry": {"type": "Point", "coordinates": [lng, lat]},
+    }
+
+
+def write_collection(path, rows, indent=None, compress=False, **more):
+    collection = {
+        "type": "FeatureCollection",
+        "name": "dk_addresses",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+        "features": [feature(i, lat, lng, pc, **more) for i, (lat, lng, pc) in enumerate(rows)],
+        "bbox": [8.0, 54.5, 15.2, 57.8],
+    }
+    text = json.dumps(collection, indent=indent)
+    if compress:
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "indent", "compress"),
+    [("dk.geojson", None, False), ("dk.geojson", 2, False), ("dk.json.gz", 1, True)],
+)
+def test_a_feature_collection_is_accepted(tmp_path, name, indent, compress):
+    path = write_collection(tmp_path / name, PLACES, indent=indent, compress=compress)
+    points = datasets.read_openaddresses(path)
+    assert np.allclose(points[["lat", "lng"]], [p[:2] for p in PLACES])
+    assert list(points["postcode"]) == ["8000", "5000", "9990"]
+    assert points.attrs["openaddresses"] == {
+        "rows": 3,
+        "no_coordinates": 0,
+        "outside": 0,
+        "repeated": 0,
+        "kept": 3,
+    }
+
+
+def test_a_collection_read_in_tiny_pieces_gives_the_same_points(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    rows = [(55 + rng.random() * 2, 9 + rng.random() * 3, str(1000 + i)) for i in range(200)]
+    path = write_collection(tmp_path / "dk.geojson", rows, indent=1, note='æøå ✓ "quoted" ]} {[')
+    whole = datasets.read_openaddresses(path)
+    # every feature, key and number now crosses a piece boundary somewhere
+    monkeypatch.setattr(datasets, "_PIECE_CHARS", 7)
+    pieces = datasets.read_openaddresses(path, chunk_rows=13)
+    assert len(whole) == 200
+    assert pieces.drop(columns="geometry").equals(whole.drop(columns="geometry"))
+
+
+def test_a_country_size_collection_is_read_in_bounded_memory(tmp_path):
+    # 20,000 addresses of about 900 bytes in 40 buildings: the file is 18 MB; decoded whole,
+    # as json.load would, it would take several times that
+    rows = [(55.5 + (i % 40) * 0.01, 10.0 + (i % 40) * 0.01, "8000") for i in range(20_000)]
+    path = write_collection(tmp_path / "dk.geojson", rows, note="x" * 700)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        points = datasets.read_openaddresses(path, chunk_rows=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 15e6 and len(points) == 40
+    assert peak < size / 2, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"
+
+
+def test_flats_in_one_building_are_one_address(tmp_path):
+    flats = [(56.1527, 10.2039, "8000")] * 4 + [(56.15270001, 10.2039, "8000")]  # 1 mm apart: the same
+    rows = [*flats, PLACES[1], PLACES[2], PLACES[1]]
+    for chunk_rows in (100, 2):  # repeats within one chunk and across chunks
+        points = datasets.read_openaddresses(write_csv(tmp_path / "dk.csv", rows), chunk_rows=chunk_rows)
+        assert np.allclose(points[["lat", "lng"]], [p[:2] for p in PLACES])
+        assert list(points["number"]) == ["0", "5", "6"]  # the first of each point is kept
+        assert points.attrs["openaddresses"]["repeated"] == 5
+
+
+def test_broken_collections_are_explained(tmp_path):
+    good = write_collection(tmp_path / "good.geojson", PLACES).read_text()
+    broken = tmp_path / "broken.geojson"
+    broken.write_text(good.replace('"Torvet"', "Torvet", 2))
+    with pytest.raises(datasets.DataError, match="feature 1 is not valid JSON"):
+        datasets.read_openaddresses(broken)
+    cut = tmp_path / "cut.geojson"
+    cut.write_text(good[: good.index('"bbox"') - 30])
+    with pytest.raises(datasets.DataError, match="not valid JSON|ends inside"):
+        datasets.read_openaddresses(cut)
+    lines = tmp_path / "lines.geojson"
+    lines.write_text(json.dumps(feature(0, *PLACES[0])) + "\n{not json\n")
+    with pytest.raises(datasets.DataError, match="line 2: not valid JSON"):
+        datasets.read_openaddresses(lines)
+
+
+def test_geojson_text_sequences_are_accepted(tmp_path):
+    path = tmp_path / "dk.geojsonseq"
+    path.write_text("".join("\x1e" + json.dumps(feature(i, *row)) + "\n" for i, row in enumerate(PLACES)))
+    assert len(datasets.read_openaddresses(path)) == 3
+
+
+# --- the profile setting -----------------------------------------------------------------
+
+
+def test_the_profile_can_name_the_users_own_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBOOK_DATA_DIR", str(tmp_path))
+    write_csv(tmp_path / "dk.csv", PLACES)
+    profile = {**config.get_profile("smoke"), datasets.ADDRESSES_SETTING: "dk.csv"}  # relative: in data/
+    assert datasets.addresses_path(profile) == tmp_path / "dk.csv"
+    points = datasets.load_locations(profile)
+    assert list(points["postcode"]) == ["8000", "5000", "9990"]
+    absolute = {**profile, datasets.ADDRESSES_SETTING: str(tmp_path / "dk.csv")}
+    assert len(datasets.load_locations(absolute)) == 3
+    missing = {**profile, datasets.ADDRESSES_SETTING: "nowhere.csv"}
+    with pytest.raises(datasets.DataError, match="addresses_file.*None"):
+        datasets.load_locations(missing)
+
+
+def test_without_the_setting_the_report_locations_are_used(data_files):
+    assert datasets.addresses_path(config.get_profile("smoke")) is None
+    assert len(datasets.load_locations("smoke")) == 42_570
+
+
+def test_sampling_within_postcodes_of_the_users_file(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [(56.10 + rng.random() * 0.05, 10.10 + rng.random() * 0.05, "8000") for _ in range(600)]
+    rows += [(56.20 + rng.random() * 0.05, 10.20 + rng.random() * 0.05, "8200") for _ in range(200)]
+    points = datasets.read_openaddresses(write_csv(tmp_path / "dk.csv", rows)).assign(cell=0)
+    sample = datasets.sample_per_area(points, "cell", 40, subarea="postcode", seed=0)
+    assert sample["postcode"].value_counts().to_dict() == {"8000": 30, "8200": 10}  # 3:1 as in the file
