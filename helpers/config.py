@@ -55,6 +55,7 @@ _COMMON = {
     # images cached in memory as uint8 up to this many GB; a larger set streams from disk
     "cache_budget_gb": 4.0,
     "attention_batch": 64,  # notebook 09 computes attention maps this many images at a time
+    "comparison_seeds": 3,  # notebook 06 repeats each run with this many seeds
     # None: the report's 42,570 locations; or an OpenAddresses file (CSV or GeoJSON, in data/
     # or a path) to sample your own, in proportion to postcodes as the report did
     "addresses_file": None,
@@ -76,6 +77,7 @@ PROFILES: dict[str, dict] = {
         "epochs": 1,
         "batch_size": 32,
         "learning_rate": 1e-3,
+        "comparison_seeds": 2,  # checks that the path runs; the spread needs the larger profiles
         "map_max_points": 2_000,
     },
     "default": {
@@ -114,6 +116,7 @@ PROFILES: dict[str, dict] = {
         "epochs": 1,
         "batch_size": 32,
         "learning_rate": 1e-3,
+        "comparison_seeds": 2,  # checks that the path runs; the spread needs the larger profiles
         "map_max_points": 2_000,
     },
     "mapillary": {

@@ -230,18 +230,31 @@ def _same_settings(summary: dict, profile: dict, settings: dict) -> bool:
 _COMPARED = {"loss": "cross_entropy", "augment": False, "warmup": True, "freeze_backbone": False}
 
 
-def compare_runs(scores: pd.DataFrame, reference: str, metric: str = "top1") -> pd.DataFrame:
+def compare_runs(
+    scores: pd.DataFrame, reference: str, metric: str = "top1", n_images: int | None = None
+) -> pd.DataFrame:
     """Each run's mean ``metric`` over seeds against ``reference``'s, and whether the difference
-    is larger than the seed noise.
+    is larger than the noise.
 
-    ``scores`` has one row per (run, seed) (:func:`repeat_over_seeds`). The difference of
-    the means counts as larger than the noise when it exceeds twice its standard error,
-    ``sqrt(s_a**2 / n_a + s_b**2 / n_b)`` with ``s`` the standard deviation over seeds.
+    ``scores`` has one row per (run, seed) (:func:`repeat_over_seeds`). The standard error
+    of the difference of the means adds the seed noise, ``s_a**2 / n_a + s_b**2 / n_b``
+    (``s`` the standard deviation over ``n`` seeds), and, for an accuracy measured on
+    ``n_images`` validation images, their sampling noise ``p (1 - p) / n_images`` for each
+    run (the same images serve every seed, so this part does not shrink with more seeds).
+    The difference counts as larger than the noise when it exceeds twice that error.
     """
     summary = scores.groupby("run", sort=False)[metric].agg(["mean", "std", "count"])
     base = summary.loc[reference]
     difference = summary["mean"] - base["mean"]
-    standard_error = np.sqrt(summary["std"] ** 2 / summary["count"] + base["std"] ** 2 / base["count"])
+    variance = (
+        summary["std"].fillna(0) ** 2 / summary["count"] + np.nan_to_num(base["std"]) ** 2 / base["count"]
+    )
+    if n_images:
+        variance = (
+            variance
+            + (summary["mean"] * (1 - summary["mean"]) + base["mean"] * (1 - base["mean"])) / n_images
+        )
+    standard_error = np.sqrt(variance)
     return summary.assign(
         difference=difference,
         standard_error=standard_error,

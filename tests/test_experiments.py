@@ -25,6 +25,17 @@ def test_compare_runs_by_hand():
     assert not table.loc["baseline", "beyond_noise"] and table.loc["baseline", "difference"] == 0
 
 
+def test_the_validation_images_add_their_sampling_noise():
+    runs = scores({"baseline": [0.30, 0.30], "other": [0.34, 0.34]})  # no spread over seeds at all
+    seeds_only = experiments.compare_runs(runs, "baseline")
+    assert seeds_only.loc["other", "standard_error"] == 0 and seeds_only.loc["other", "beyond_noise"]
+    with_images = experiments.compare_runs(runs, "baseline", n_images=500)
+    expected = np.sqrt((0.34 * 0.66 + 0.30 * 0.70) / 500)  # 0.0295: 4 points are not beyond 2 x 0.0295
+    assert with_images.loc["other", "standard_error"] == pytest.approx(expected)
+    assert not with_images.loc["other", "beyond_noise"]
+    assert experiments.compare_runs(runs, "baseline", n_images=5000).loc["other", "beyond_noise"]
+
+
 @pytest.mark.parametrize(
     ("difference", "error", "claimed", "verdict"),
     [
