@@ -159,13 +159,19 @@ def record_facts(profile: str | dict, **facts) -> dict:
     that go to neighbouring cells (notebook 08), the share of attention on the sky (09), ...
     The report reads them from here, so no number in it is typed by hand.
     """
-    merged = {
-        **load_facts(profile),
-        **{k: (float(v) if isinstance(v, np.floating) else v) for k, v in facts.items()},
-    }
+    merged = {**load_facts(profile), **{name: _plain(value) for name, value in facts.items()}}
     with config.atomic_target(facts_path(profile)) as temporary:
-        temporary.write_text(json.dumps(merged, indent=2, sort_keys=True))
+        temporary.write_text(json.dumps(merged, indent=2, sort_keys=True, allow_nan=False))
     return merged
+
+
+def _plain(value):
+    """A fact as strict JSON holds it: NumPy numbers as Python numbers, NaN and infinity as None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def load_facts(profile: str | dict) -> dict:

@@ -56,3 +56,12 @@ def test_data_label_names_the_source():
     assert experiments.data_label("full") == "streetview images"
     assert experiments.data_label(config.get_profile("rehearsal")) == "streetview images (loopback stand-in)"
     assert experiments.data_label("mapillary") == "mapillary images"
+
+
+def test_facts_merge_and_stay_strict_json(isolated_build):
+    from helpers import metrics
+
+    metrics.record_facts("smoke", share=np.float64(0.25), rho=float("nan"), cells=np.int64(129))
+    facts = metrics.record_facts("smoke", share=0.5)
+    assert facts == {"share": 0.5, "rho": None, "cells": 129}
+    assert "NaN" not in metrics.facts_path("smoke").read_text()
