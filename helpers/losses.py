@@ -1,10 +1,19 @@
 """Losses and training metrics for geocell classification, written with ``keras.ops``.
 
 Every function takes the model's *probabilities* (the head ends in a softmax, as in the
-report) and integer cell labels, and works on the TensorFlow, JAX and PyTorch backends.
-Distance-aware losses take the cell-centroid distance matrix in km (notebook 04) and,
-like the report, divide it by its largest entry, so distances lie in [0, 1] and the
-losses have a scale comparable to cross-entropy.
+report) and the labels ``y_true`` in either of two forms:
+
+* integer cells, shape (batch,) or (batch, 1);
+* rows ``[cell, lat, lng]``, shape (batch, 3), float: the cell and the image's own
+  location in degrees (what the workbook's input pipeline yields).
+
+Only PIGEON's haversine smoothing needs the location; every other loss and metric reads
+the cell (column 0). Distance-aware losses take the cell-centroid distance matrix in km
+(notebook 04) and divide it by its largest entry, so distances lie in [0, 1]. That
+normalisation is the authors' choice (their notebook divides by ``np.max`` before
+training), not something the report's equations say; it keeps the distance terms on a
+scale comparable to cross-entropy. The "+ cross-entropy" losses weight cross-entropy by
+``ce_weight`` (lambda; 1 in the report and the authors' code).
 """
 
 from __future__ import annotations
@@ -13,57 +22,101 @@ import keras
 import numpy as np
 from keras import ops
 
+from helpers import geo
+
 EPSILON = 1e-7
 
+LOSS_NAMES = (
+    "cross_entropy",
+    "expected_distance_squared",  # the report's equation (1)
+    "distance_plus_cross_entropy",  # equation (2): (1) + lambda * cross-entropy
+    "log_distance",  # equation (3)
+    "log_distance_plus_cross_entropy",  # (3) + lambda * cross-entropy, what the text suggests ran
+    "authors_code",  # the authors' notebook: (expected distance + 1)^2 + lambda * cross-entropy
+    "haversine_smoothing",  # PIGEON's soft targets from the image's own location
+)
 
-def _labels(y_true):
+
+# --- labels ---------------------------------------------------------------------------
+
+
+def true_cells(y_true):
+    """The true cell of each sample, int32 (batch,), from either label form."""
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == 2 and y_true.shape[-1] == 3:
+        y_true = y_true[:, 0]
     return ops.cast(ops.reshape(y_true, (-1,)), "int32")
 
 
+def true_latlng(y_true):
+    """The image's own location, float32 (batch, 2) as (lat, lng) degrees, from (batch, 3) labels."""
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) != 2 or y_true.shape[-1] != 3:
+        raise ValueError(
+            f"This loss needs each image's own location: labels of shape (batch, 3) holding "
+            f"[cell, lat, lng], got shape {tuple(y_true.shape)}. Use the workbook's input "
+            "pipeline (model.image_dataset), whose labels carry the location."
+        )
+    return ops.cast(y_true[:, 1:], "float32")
+
+
 def _rows(matrix, y_true):
-    """Row ``y_true`` of ``matrix`` for each sample: shape (batch, n_cells)."""
-    return ops.take(matrix, _labels(y_true), axis=0)
+    """Row ``cell`` of ``matrix`` for each sample: shape (batch, n_cells)."""
+    return ops.take(matrix, true_cells(y_true), axis=0)
 
 
 def normalised(distance_km) -> np.ndarray:
-    """The distance matrix divided by its maximum (the report's normalisation), float32."""
+    """The distance matrix divided by its maximum (the authors' normalisation), float32."""
     distance_km = np.asarray(distance_km, dtype="float32")
+    if distance_km.ndim != 2 or distance_km.shape[0] != distance_km.shape[1] or distance_km.max() <= 0:
+        raise ValueError(
+            "Expected a square cell distance matrix in km with a positive entry, "
+            f"got shape {distance_km.shape}."
+        )
     return distance_km / distance_km.max()
+
+
+# --- losses ---------------------------------------------------------------------------
 
 
 def cross_entropy(y_true, y_pred):
     """Sparse categorical cross-entropy on probabilities: -log p(true cell)."""
-    p_true = ops.take_along_axis(y_pred, ops.expand_dims(_labels(y_true), -1), axis=-1)[:, 0]
+    p_true = ops.take_along_axis(y_pred, ops.expand_dims(true_cells(y_true), -1), axis=-1)[:, 0]
     return -ops.log(ops.clip(p_true, EPSILON, 1.0))
 
 
+def _expected_distance(d, y_true, y_pred):
+    """sum_i p_i d(i, true), with ``d`` the normalised matrix: in [0, 1]."""
+    return ops.sum(y_pred * _rows(d, y_true), axis=-1)
+
+
 def expected_distance_squared(distance_km):
-    """The report's loss (1): the squared expected distance, ``(sum_i p_i d(i, true))**2``."""
+    """The report's equation (1): ``(sum_i p_i d(i, true))**2``, distances divided by their maximum."""
     d = normalised(distance_km)
 
     def loss(y_true, y_pred):
-        return ops.square(ops.sum(y_pred * _rows(d, y_true), axis=-1))
+        return ops.square(_expected_distance(d, y_true, y_pred))
 
     loss.__name__ = "expected_distance_squared"
     return loss
 
 
-def distance_plus_cross_entropy(distance_km):
-    """The report's loss (2): loss (1) plus cross-entropy."""
+def distance_plus_cross_entropy(distance_km, ce_weight: float = 1.0):
+    """The report's equation (2): equation (1) plus ``ce_weight`` times cross-entropy."""
     squared = expected_distance_squared(distance_km)
 
     def loss(y_true, y_pred):
-        return squared(y_true, y_pred) + cross_entropy(y_true, y_pred)
+        return squared(y_true, y_pred) + ce_weight * cross_entropy(y_true, y_pred)
 
     loss.__name__ = "distance_plus_cross_entropy"
     return loss
 
 
 def log_distance(distance_km):
-    """The report's loss (3): ``sum_i -log(1 - p_i) d(i, true)``.
+    """The report's equation (3): ``sum_i -log(1 - p_i) d(i, true)``, distances divided by their maximum.
 
     Confident mass on a far cell costs most; the true cell (distance 0) costs nothing, so
-    this loss only pushes probability *away* from far cells.
+    this loss alone only pushes probability *away* from far cells.
     """
     d = normalised(distance_km)
 
@@ -74,47 +127,114 @@ def log_distance(distance_km):
     return loss
 
 
-def haversine_targets(distance_km, tau_km: float) -> np.ndarray:
-    """PIGEON's soft labels: row t is ``exp(-(d(i, t) - d(t, t)) / tau_km)``, normalised to sum 1."""
-    distance_km = np.asarray(distance_km, dtype="float64")
-    scores = np.exp(-(distance_km - np.diag(distance_km)[:, None]) / tau_km)
-    return (scores / scores.sum(axis=1, keepdims=True)).astype("float32")
-
-
-def haversine_smoothing(distance_km, tau_km: float = 75.0):
-    """Cross-entropy against :func:`haversine_targets` (Haas et al., PIGEON, 2024).
-
-    Beyond the report: nearby cells share some of the target's probability, more so with a
-    larger ``tau_km``. As ``tau_km`` shrinks this becomes plain cross-entropy.
-    """
-    targets = haversine_targets(distance_km, tau_km)
+def log_distance_plus_cross_entropy(distance_km, ce_weight: float = 1.0):
+    """Equation (3) plus ``ce_weight`` times cross-entropy: the report's text suggests this is what ran."""
+    log = log_distance(distance_km)
 
     def loss(y_true, y_pred):
-        return -ops.sum(_rows(targets, y_true) * ops.log(ops.clip(y_pred, EPSILON, 1.0)), axis=-1)
+        return log(y_true, y_pred) + ce_weight * cross_entropy(y_true, y_pred)
 
-    loss.__name__ = f"haversine_smoothing_{tau_km:g}km"
+    loss.__name__ = "log_distance_plus_cross_entropy"
     return loss
 
 
-def make_loss(name: str, distance_km=None, tau_km: float = 75.0):
-    """A loss by name: "cross_entropy", "expected_distance_squared", "distance_plus_cross_entropy",
-    "log_distance" or "haversine_smoothing"."""
+def authors_code(distance_km, ce_weight: float = 1.0):
+    """The loss in the authors' notebook: ``(sum_i p_i d(i, true) + 1)**2`` plus cross-entropy.
+
+    ``customLoss`` in ``5-image-classification.ipynb`` (csiztom/dl-geolocation-vit), with
+    distances divided by their maximum. Expanded, ``(e + 1)**2 = e**2 + 2 e + 1``: unlike
+    equation (1) the expected distance ``e`` also enters linearly, so its gradient does not
+    vanish as ``e`` gets small. ``ce_weight`` scales the cross-entropy (1 in their code).
+    """
+    d = normalised(distance_km)
+
+    def loss(y_true, y_pred):
+        shifted = ops.square(_expected_distance(d, y_true, y_pred) + 1.0)
+        return shifted + ce_weight * cross_entropy(y_true, y_pred)
+
+    loss.__name__ = "authors_code"
+    return loss
+
+
+def haversine_km_to_cells(latlng, centroids):
+    """Great-circle distances (km) from each (lat, lng) in ``latlng`` (batch, 2) to each centroid.
+
+    ``centroids``: (n_cells, 2) (lat, lng) degrees. ``keras.ops``, so it runs inside the loss;
+    Earth radius :data:`helpers.geo.EARTH_RADIUS_KM`. Returns (batch, n_cells).
+    """
+    to_radians = np.pi / 180.0
+    points = ops.cast(latlng, "float32") * to_radians
+    cells = ops.convert_to_tensor(np.asarray(centroids, dtype="float32") * to_radians)
+    lat1, lng1 = points[:, :1], points[:, 1:]
+    lat2, lng2 = cells[None, :, 0], cells[None, :, 1]
+    a = ops.sin((lat2 - lat1) / 2) ** 2 + ops.cos(lat1) * ops.cos(lat2) * ops.sin((lng2 - lng1) / 2) ** 2
+    return 2 * geo.EARTH_RADIUS_KM * ops.arcsin(ops.sqrt(ops.clip(a, 0.0, 1.0)))
+
+
+def haversine_targets(y_true, centroids, tau_km: float = 75.0):
+    """PIGEON's soft targets: ``exp(-(d(g_i, x) - min_j d(g_j, x)) / tau_km)`` for every cell i.
+
+    ``x`` is the image's own (lat, lng) (labels of shape (batch, 3)), ``g_i`` the centroid of
+    cell i (``centroids``, (n_cells, 2) lat, lng degrees), ``d`` the haversine distance in
+    km. As in PIGEON (``smooth_labels`` in ``preprocessing/utils.py``) the targets are not
+    normalised: the cell whose centroid is nearest gets 1, and that cell need not be the
+    labelled one for an image near a border. Returns (batch, n_cells).
+    """
+    distances = haversine_km_to_cells(true_latlng(y_true), centroids)
+    return ops.exp(-(distances - ops.min(distances, axis=-1, keepdims=True)) / tau_km)
+
+
+def haversine_smoothing(centroids, tau_km: float = 75.0):
+    """Cross-entropy against :func:`haversine_targets`: ``-sum_i q_i log p_i`` (Haas et al., PIGEON).
+
+    Beyond the report. Cells near the image's own location share the target, more so with
+    a larger ``tau_km`` (PIGEON: 75 km; PIGEOTTO: 65 km). As in PIGEON's
+    ``nn.CrossEntropyLoss`` with these targets, they are not renormalised, so an image with
+    many cell centroids nearby weighs more. Needs labels of shape (batch, 3).
+    """
+    centroids = np.asarray(centroids, dtype="float32")
+    if centroids.ndim != 2 or centroids.shape[1] != 2:
+        raise ValueError(f"centroids must be (n_cells, 2) (lat, lng) degrees, got shape {centroids.shape}.")
+    if tau_km <= 0:
+        raise ValueError(f"tau_km must be positive, got {tau_km}.")
+
+    def loss(y_true, y_pred):
+        targets = haversine_targets(y_true, centroids, tau_km)
+        return -ops.sum(targets * ops.log(ops.clip(y_pred, EPSILON, 1.0)), axis=-1)
+
+    loss.__name__ = "haversine_smoothing"
+    return loss
+
+
+def make_loss(name: str, distance_km=None, *, centroids=None, tau_km: float = 75.0, ce_weight: float = 1.0):
+    """A loss by name, one of :data:`LOSS_NAMES`.
+
+    The distance losses need ``distance_km`` (the cell distance matrix, km); haversine
+    smoothing needs ``centroids`` ((n_cells, 2) lat, lng degrees, in cell order) and
+    ``tau_km``; ``ce_weight`` (lambda) weights cross-entropy in every "+ cross-entropy" loss.
+    """
+    if name not in LOSS_NAMES:
+        raise ValueError(f"Unknown loss {name!r}; choose from {', '.join(LOSS_NAMES)}.")
     if name == "cross_entropy":
         return cross_entropy
-    builders = {
-        "expected_distance_squared": expected_distance_squared,
-        "distance_plus_cross_entropy": distance_plus_cross_entropy,
-        "log_distance": log_distance,
-    }
-    if distance_km is None and name in [*builders, "haversine_smoothing"]:
-        raise ValueError(f"The loss {name!r} needs the cell distance matrix (km).")
     if name == "haversine_smoothing":
-        return haversine_smoothing(distance_km, tau_km)
-    if name not in builders:
-        raise ValueError(
-            f"Unknown loss {name!r}; choose from cross_entropy, {', '.join(builders)}, haversine_smoothing."
-        )
-    return builders[name](distance_km)
+        if centroids is None:
+            raise ValueError(
+                "The loss 'haversine_smoothing' needs the cell centroids (centroids=, (n_cells, 2) lat, lng)."
+            )
+        return haversine_smoothing(centroids, tau_km)
+    if distance_km is None:
+        raise ValueError(f"The loss {name!r} needs the cell distance matrix (km).")
+    if name == "expected_distance_squared":
+        return expected_distance_squared(distance_km)
+    if name == "log_distance":
+        return log_distance(distance_km)
+    builders = {
+        "distance_plus_cross_entropy": distance_plus_cross_entropy,
+        "log_distance_plus_cross_entropy": log_distance_plus_cross_entropy,
+        "authors_code": authors_code,
+    }
+    return builders[name](distance_km, ce_weight)
 
 
 # --- metrics during training ------------------------------------------------------------
@@ -139,8 +259,15 @@ def distance_metrics(distance_km) -> list:
 
 
 def accuracy_metrics() -> list:
-    """Top-1 and top-3 accuracy."""
+    """Top-1 (``accuracy``) and top-3 (``top3``) accuracy, for either label form."""
+
+    def accuracy(y_true, y_pred):
+        return ops.cast(ops.cast(ops.argmax(y_pred, axis=-1), "int32") == true_cells(y_true), "float32")
+
+    def top3(y_true, y_pred):
+        return ops.cast(ops.in_top_k(true_cells(y_true), y_pred, 3), "float32")
+
     return [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"),
+        keras.metrics.MeanMetricWrapper(accuracy, name="accuracy"),
+        keras.metrics.MeanMetricWrapper(top3, name="top3"),
     ]

@@ -5,8 +5,11 @@ taken, in the ways real photos do, so that the later notebooks teach the real le
 image here is a deterministic function of (location, capture session, seed):
 
 * **where** sets the scene through smooth functions of real geography:
-  - *density*: how many of the report's 42,570 locations lie within 2 km (towns have tall,
-    close houses, pavements and parked cars; the countryside has fields and trees);
+  - *density* (urbanity): how closely addresses crowd around the place, estimated from the
+    report's 42,570 locations with each DAGI postcode area counted once (see
+    :func:`build_geography`), as a rank from 0 (the emptiest countryside) to 1 (central
+    Copenhagen). Towns have tall, close houses, pavements and parked cars; the
+    countryside has fields and trees;
   - *coast*: the distance to the coastline of the DAGI municipalities (sea on the horizon
     within about 2 km of the shore);
   - *architecture*: wall colour and roof style drift across the country (red brick in
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
@@ -37,6 +41,11 @@ from sklearn.neighbors import KDTree
 from helpers import geo
 
 CUES = ("density", "coast", "architecture", "terrain", "vegetation")
+# Bump whenever the pixels rendered for the same (location, session, seed) change: image
+# files are named by a fingerprint that includes it. 2: urbanity from postcode areas.
+RENDERER_VERSION = 2
+URBANITY_BANDWIDTH_KM = 1.0  # Gaussian kernel around each reference location
+URBANITY_PRIOR = 30  # a postcode with n sampled locations counts as n + 30: see build_geography
 N_SESSIONS = 48  # distinct weather situations a capture day can draw from
 
 # Stylised regional anchors: (lat, lng) -> wall colour (RGB 0-1) and roof-style weights
@@ -90,32 +99,87 @@ def _local_style(lat, lng, seed: int, n_waves: int = 6) -> np.ndarray:
     return total / np.sqrt(n_waves / 2) / 2
 
 
-def build_geography(reference: pd.DataFrame, municipalities) -> dict:
-    """Precompute what the scene features need: a density index and the coastline.
+def _postcode_of(lat, lng, postcodes) -> np.ndarray:
+    """The postcode of each (lat, lng): the polygon containing it, else the nearest one."""
+    points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lng, lat), crs=4326).to_crs(geo.METRIC_CRS)
+    joined = gpd.sjoin_nearest(points, postcodes[["postcode", "geometry"]].to_crs(geo.METRIC_CRS), how="left")
+    return joined[~joined.index.duplicated(keep="first")]["postcode"].to_numpy()
 
-    ``reference`` are the locations whose density defines towns (the report's 42,570);
-    ``municipalities`` the DAGI polygons whose outline is the coast.
+
+def _weighted_density(
+    tree: KDTree, weights: np.ndarray, xy_km: np.ndarray, bandwidth_km: float
+) -> np.ndarray:
+    """Gaussian kernel density of the weighted tree points at ``xy_km``, weight per km²."""
+    index, distance = tree.query_radius(xy_km, r=4 * bandwidth_km, return_distance=True)
+    totals = [
+        (weights[i] * np.exp(-0.5 * (d / bandwidth_km) ** 2)).sum()
+        for i, d in zip(index, distance, strict=True)
+    ]
+    return np.asarray(totals, dtype=float) / (2 * np.pi * bandwidth_km**2)
+
+
+def build_geography(reference: pd.DataFrame, municipalities, postcodes=None) -> dict:
+    """Precompute what the scene features need: an urbanity index and the coastline.
+
+    ``reference`` are the report's 42,570 locations (``lat``, ``lng``), ``municipalities``
+    the DAGI polygons whose outline is the coast, ``postcodes`` the DAGI postcode areas
+    (``datasets.load_postcodes()`` when None).
+
+    Urbanity. The report drew about 330 locations per cell, so counting its locations near
+    a place measures how small the cell is, not how urban the place is (Læsø came out as
+    dense as Herning, and most of Copenhagen hit the ceiling). Within a postcode, though,
+    the sample follows the addresses. So each location gets the weight 1 / (n + 30), n the
+    number of sampled locations in its postcode area: every postcode then carries about
+    the same total weight whatever its cell's sampling rate, and the weights crowd where
+    that postcode's addresses crowd. Postcodes are small and many where people live
+    densely, so the weighted density (a Gaussian kernel of 1 km) is high in the cities.
+    The 30 keeps a postcode with a handful of sampled locations (a village) from counting
+    as a whole town. Urbanity is the rank of that density among the reference locations
+    themselves: 0.9 means more urban than 90 % of them.
     """
+    if postcodes is None:
+        from helpers import datasets
+
+        postcodes = datasets.load_postcodes()
     land = municipalities.to_crs(geo.METRIC_CRS).union_all().simplify(100)
     coast = shapely.get_coordinates(shapely.segmentize(land.boundary, 200))
+    lat, lng = np.asarray(reference["lat"], dtype=float), np.asarray(reference["lng"], dtype=float)
+    codes = _postcode_of(lat, lng, postcodes)
+    per_postcode = pd.Series(codes).value_counts()
+    weights = 1.0 / (pd.Series(codes).map(per_postcode).to_numpy() + URBANITY_PRIOR)
+    xy = geo.metric_xy_km(lat, lng)
+    tree = KDTree(xy)
+    levels = np.sort(_weighted_density(tree, weights, xy, URBANITY_BANDWIDTH_KM))
     return {
-        "density_tree": KDTree(geo.metric_xy_km(reference["lat"], reference["lng"])),
+        "urban_tree": tree,
+        "urban_weights": weights,
+        "urban_levels": levels,  # sorted densities of the reference locations: the rank scale
         "coast_tree": KDTree(coast / 1000),
     }
+
+
+def urbanity(lat, lng, geography: dict) -> np.ndarray:
+    """Urbanity of each (lat, lng) in [0, 1]: the rank of its postcode-weighted address density
+    among the reference locations (see :func:`build_geography`). Smooth in space."""
+    km = geo.metric_xy_km(np.asarray(lat, dtype=float), np.asarray(lng, dtype=float))
+    density = _weighted_density(
+        geography["urban_tree"], geography["urban_weights"], km, URBANITY_BANDWIDTH_KM
+    )
+    levels = geography["urban_levels"]
+    return np.interp(density, levels, (np.arange(len(levels)) + 0.5) / len(levels), left=0.0, right=1.0)
 
 
 def scene_features(lat, lng, geography: dict, seed: int = 0, cues=CUES) -> pd.DataFrame:
     """The location-dependent content of a scene, one row per (lat, lng).
 
-    Columns: ``density`` (0 countryside .. 1 city centre), ``coast_km``, ``wall_r/g/b``,
-    ``roof_red/black/thatch/grey`` (probabilities), ``hilliness``, ``conifer``, ``trees``,
-    ``field_r/g/b``. A cue left out of ``cues`` is set to its national average, so a model
-    cannot use it (an exercise in notebook 03).
+    Columns: ``density`` (urbanity, 0 countryside .. 1 city centre: :func:`urbanity`),
+    ``coast_km``, ``wall_r/g/b``, ``roof_red/black/thatch/grey`` (probabilities),
+    ``hilliness``, ``conifer``, ``trees``, ``field_r/g/b``. A cue left out of ``cues`` is set
+    to its national average, so a model cannot use it (an exercise in notebook 03).
     """
     lat, lng = np.asarray(lat, dtype=float), np.asarray(lng, dtype=float)
     km = geo.metric_xy_km(lat, lng)
-    counts = geography["density_tree"].query_radius(km, r=2.0, count_only=True)
-    density = np.clip(np.log1p(counts) / np.log1p(400), 0, 1)
+    density = urbanity(lat, lng, geography)
     coast_km = geography["coast_tree"].query(km, k=1)[0][:, 0]
     style = _local_style(lat, lng, seed)
 
@@ -157,7 +221,7 @@ def scene_features(lat, lng, geography: dict, seed: int = 0, cues=CUES) -> pd.Da
         "vegetation": ["conifer", "trees", "field_r", "field_g", "field_b"],
     }
     national = {
-        "density": 0.45,
+        "density": 0.5,  # a rank: the middle of the reference locations
         "coast_km": 8.0,
         "wall_r": 0.74,
         "wall_g": 0.55,

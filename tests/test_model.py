@@ -40,16 +40,60 @@ def test_warmup_then_polynomial_decay():
 
 def test_optimizer_settings():
     optimizer = model.make_optimizer(PROFILE, steps_per_epoch=10, epochs=2)
-    assert (optimizer.beta_1, optimizer.beta_2) == (0.85, 0.95)
-    assert optimizer.weight_decay == pytest.approx(0.1)
+    assert (optimizer.beta_1, optimizer.beta_2) == (PROFILE["beta_1"], PROFILE["beta_2"]) == (0.85, 0.95)
+    assert optimizer.weight_decay == pytest.approx(PROFILE["weight_decay"]) == pytest.approx(0.01)
+    adam = model.make_optimizer(PROFILE, steps_per_epoch=10, epochs=2, betas=(0.9, 0.999))
+    assert (adam.beta_1, adam.beta_2) == (0.9, 0.999)
+
+
+def test_optimizer_decays_only_weight_matrices():
+    """One step with zero gradients moves exactly the variables that weight decay acts on."""
+    classifier = model.build_classifier(7, PROFILE)
+    variables = classifier.trainable_variables
+    for variable in variables:
+        variable.assign(np.ones(variable.shape, dtype="float32"))  # zeros would hide the decay
+    optimizer = model.make_optimizer(PROFILE, steps_per_epoch=10, epochs=2, warmup=False)
+    optimizer.apply_gradients([(np.zeros(v.shape, dtype="float32"), v) for v in variables])
+    moved = {v.path for v in variables if not np.allclose(np.asarray(v), 1.0)}
+    kept = {v.path for v in variables} - moved
+    assert moved, "weight decay did nothing"
+    assert all(path.endswith("/kernel") for path in moved)
+    assert "vit_patching_and_embedding/patch_embedding/kernel" in moved and "cells/kernel" in moved
+    assert "vit_encoder/transformer_block_1/mlp/dense_1/kernel" in moved
+    no_decay = {"bias", "gamma", "beta", "class_token", "embeddings"}
+    assert all(path.rsplit("/", 1)[1] in no_decay for path in kept)
+    assert "vit_patching_and_embedding/class_token" in kept
+    assert "vit_patching_and_embedding/position_embedding/embeddings" in kept
+    assert "vit_encoder/transformer_block_1/ln_1/gamma" in kept and "vit_encoder/ln/beta" in kept
+    assert "cells/bias" in kept and "vit_encoder/transformer_block_1/mha/query/bias" in kept
+    # decoupled decay: w <- w - learning rate * weight decay * w
+    expected = 1 - PROFILE["learning_rate"] * PROFILE["weight_decay"]
+    assert float(np.asarray(classifier.get_layer("cells").kernel)[0, 0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_optimizer_schedule_warmup_steps_win_over_the_fraction():
+    steps = dict(steps_per_epoch=50, epochs=4)  # 200 steps; a 10 % warm-up would be 20 steps
+    by_steps = model.learning_rate_schedule(config.get_profile("smoke", warmup_steps=5), **steps)
+    by_fraction = model.learning_rate_schedule(PROFILE, **steps)
+    peak = PROFILE["learning_rate"]
+    assert (by_steps.warmup_steps, by_fraction.warmup_steps) == (5, int(PROFILE["warmup_fraction"] * 200))
+    assert float(by_steps(5)) == pytest.approx(peak) and float(by_steps(2)) == pytest.approx(0.4 * peak)
+    assert float(by_steps(200)) == pytest.approx(0.0, abs=1e-12)
+    assert model.learning_rate_schedule(PROFILE, warmup=False, **steps).warmup_steps == 0
+    # never longer than training itself
+    too_long = config.get_profile("smoke", warmup_steps=500)
+    assert model.learning_rate_schedule(too_long, **steps).warmup_steps == 200
 
 
 def test_randaugment_keeps_shape_and_range():
     augment = model.randaugment(PROFILE, seed=0)
     batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     out = np.asarray(augment(batch, training=True))
-    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
-    assert augment.num_ops == 2 and tuple(augment.factor) == (0, 0.15)
+    assert out.shape == batch.shape and out.dtype == batch.dtype and out.min() >= 0 and out.max() <= 255
+    assert not np.array_equal(out, batch)
+    assert np.array_equal(np.asarray(augment(batch, training=False)), batch)
+    assert augment.settings["augmentations_per_image"] == PROFILE["randaugment_ops"] == 2
+    assert augment.settings["magnitude"] == PROFILE["randaugment_factor"] == 0.15
 
 
 def write_tiny_vit_checkpoint(folder, image_size=32, patch=8, hidden=16, heads=2, layers=2, mlp=32, seed=0):

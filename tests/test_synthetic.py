@@ -1,10 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.neighbors import KDTree
 
 from helpers import geo, images, synthetic
 
 SKAGEN, HERNING, COPENHAGEN = (57.7209, 10.5839), (56.1393, 8.9738), (55.6761, 12.5683)
+AARHUS, LAESO = (56.1572, 10.2107), (57.2540, 11.0000)  # Aarhus C; Byrum, the island's main village
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,48 @@ def features_at(points, geography, **kwargs):
 def test_cues_follow_real_geography(geography):
     skagen, herning, copenhagen = features_at([SKAGEN, HERNING, COPENHAGEN], geography).to_dict("records")
     assert skagen["coast_km"] < 3 < 20 < herning["coast_km"]  # Skagen is on the tip; Herning inland
-    assert copenhagen["density"] > 0.9 > herning["density"] * 0.5  # the capital is the densest
     assert skagen["wall_r"] != pytest.approx(copenhagen["wall_r"], abs=0.02)
+
+
+def test_urbanity_orders_real_places(report_locations, geography):
+    copenhagen, aarhus, herning, laeso = features_at([COPENHAGEN, AARHUS, HERNING, LAESO], geography)[
+        "density"
+    ]
+    assert copenhagen > aarhus > herning > laeso
+    assert (
+        copenhagen > 0.9 and laeso < 0.5
+    )  # the capital near the top; an island village well below the middle
+    # the capital is not squashed against the ceiling: its locations keep a spread
+    capital = report_locations[report_locations["report_municipality"] == "København"]
+    urbanity = synthetic.urbanity(capital["lat"], capital["lng"], geography)
+    assert (urbanity >= 0.99).mean() < 0.2 and np.percentile(urbanity, 10) < 0.9
+    # a rank over the reference locations: spread over [0, 1]
+    everyone = synthetic.urbanity(report_locations["lat"], report_locations["lng"], geography)
+    assert np.median(everyone) == pytest.approx(0.5, abs=0.01) and everyone.min() >= 0 and everyone.max() <= 1
+
+
+def count_rank(reference, point, radius_km=2.0):
+    """The old cue: how many reference locations lie within 2 km, as a rank among them."""
+    tree = KDTree(geo.metric_xy_km(reference["lat"], reference["lng"]))
+    counts = tree.query_radius(
+        geo.metric_xy_km(reference["lat"], reference["lng"]), r=radius_km, count_only=True
+    )
+    here = tree.query_radius(geo.metric_xy_km([point[0]], [point[1]]), r=radius_km, count_only=True)[0]
+    return (counts < here).mean()
+
+
+def test_urbanity_does_not_measure_the_sampling_rate(report_locations, municipalities, geography):
+    # sample Herning municipality half as densely, as a cell twice the size would be
+    herning = report_locations["report_municipality"] == "Herning"
+    thinned = pd.concat([report_locations[~herning], report_locations[herning].iloc[::2]])
+    rural_sampling = synthetic.build_geography(thinned, municipalities)
+    before = synthetic.urbanity([HERNING[0]], [HERNING[1]], geography)[0]
+    after = synthetic.urbanity([HERNING[0]], [HERNING[1]], rural_sampling)[0]
+    # counting the report's locations makes the town look much emptier; weighting by postcode
+    # cancels the sampling rate (up to the prior that damps postcodes with few locations)
+    counted = count_rank(report_locations, HERNING) - count_rank(thinned, HERNING)
+    assert counted > 0.1
+    assert abs(after - before) < counted / 3
 
 
 def test_cues_are_smooth_in_space(report_locations, geography):

@@ -1,0 +1,307 @@
+"""RandAugment as the report's authors ran it, vectorised over a batch with ``keras.ops``.
+
+The authors' notebook (csiztom/dl-geolocation-vit, ``5-image-classification.ipynb``) used
+``keras_cv.layers.RandAugment(value_range=[-1, 1], augmentations_per_image=2,
+magnitude=0.15)``. This module rebuilds keras-cv's *standard policy*
+(``keras_cv/layers/preprocessing/rand_augment.py`` and the layers it calls) for Keras 3,
+where keras-cv is no longer maintained:
+
+* 10 operations: auto-contrast, equalize, solarize, colour, contrast, brightness, shear x,
+  shear y, translate x and translate y. No rotation, no posterize, no flip (a mirrored
+  street would show left-hand traffic and mirrored signs).
+* Each of the ``augmentations_per_image`` rounds picks one operation uniformly at random
+  and applies it with probability ``rate`` (10/11, RandAugment's identity operation).
+  Like keras-cv's pipeline, a skipped round returns the *original* image, dropping what
+  earlier rounds did.
+* Magnitudes at ``magnitude`` m (0.15 in the report), in pixel values 0-255:
+  - solarize: add a ~ N(110 m, 110 s) clipped to [0, 110], then invert the pixels at or
+    above a threshold t ~ N(255 (1 - m), 255 s) clipped to [0, 255] (at m = 0.15 only the
+    brightest pixels, about 217 and above, are inverted: mostly sky);
+  - colour: blend towards grey by f ~ N(m, s) clipped to [0, 1];
+  - contrast: scale each channel about its mean by a factor uniform in [1 - m, 1 + m];
+  - brightness: add a value uniform in [-255 m, 255 m];
+  - shear: a shear of f ~ N(m, s) clipped to [0, 1], with a random sign, about the
+    top-left corner (keras-cv's matrix); translate: a shift uniform in [-m, m] of the side;
+    both bilinear with reflected borders;
+  - auto-contrast and equalize have no magnitude.
+  ``s`` is ``magnitude_stddev`` (0.15, keras-cv's default).
+
+Every image draws its own operations and magnitudes. Each round splits the batch by
+operation family (colour, as one 3 x 3 matrix and offset per image; solarize; equalize;
+shear and translation along x; the same along y, each a 1-D bilinear resampling),
+computes each family on its own images only and puts the images back in order, so a
+round costs about one pass over the batch: cheap enough to run in the input pipeline
+after ``.batch()``. The augmenter works on TensorFlow tensors in a ``tf.data`` map (graph
+mode) and eagerly on NumPy arrays, with the TensorFlow backend (the split gives tensors
+of data-dependent size).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+OPERATIONS = (
+    "auto_contrast",
+    "equalize",
+    "solarize",
+    "color",
+    "contrast",
+    "brightness",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
+_GREY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's weights, as keras-cv uses
+
+
+def _clipped_normal(shape, mean, stddev, low, high, seed):
+    return ops.clip(keras.random.normal(shape, mean=mean, stddev=stddev, seed=seed), low, high)
+
+
+def _sign(shape, seed):
+    return ops.where(keras.random.uniform(shape, seed=seed) < 0.5, -1.0, 1.0)
+
+
+def equalize(images):
+    """keras-cv's ``Equalization``: per image and channel, histogram equalisation on 256 levels.
+
+    ``images``: float (n, h, w, 3), values 0-255. Values are truncated to integers first, as
+    keras-cv does; a channel whose histogram gives a step of 0 (nearly constant) keeps its
+    (truncated) values.
+    """
+    shape = ops.shape(images)
+    n, pixels = shape[0], shape[1] * shape[2]
+    # one histogram of 3 x 256 bins per image: channel c's level v goes to bin 256 c + v
+    levels = ops.cast(ops.clip(images, 0.0, 255.0), "int32") + ops.convert_to_tensor([0, 256, 512])
+    levels = ops.reshape(levels, (n, pixels * 3))
+    histogram = ops.reshape(ops.bincount(levels, minlength=768), (n, 3, 256))
+    # keras-cv's step: (pixels - the smallest non-zero count) // 255; ``initial`` allows n = 0
+    smallest = ops.min(ops.where(histogram == 0, pixels, histogram), axis=2, keepdims=True, initial=pixels)
+    step = (pixels - smallest) // 255
+    safe_step = ops.maximum(step, 1)
+    table = (ops.cumsum(histogram, axis=2) + safe_step // 2) // safe_step
+    table = ops.clip(ops.concatenate([ops.zeros_like(table[..., :1]), table[..., :-1]], axis=2), 0, 255)
+    table = ops.where(step == 0, ops.arange(256, dtype="int32"), table)
+    equalised = ops.take_along_axis(ops.reshape(table, (n, 768)), levels, axis=1)
+    return ops.cast(ops.reshape(equalised, shape), images.dtype)
+
+
+_COLOUR = ("auto_contrast", "contrast", "brightness", "color")  # one 3 x 3 matrix + offset each
+_GEOMETRY_X = ("shear_x", "translate_x")  # 1-D resampling along rows
+_GEOMETRY_Y = ("shear_y", "translate_y")  # the same along columns
+
+
+def _colour_affine(images, op, magnitude, stddev, generator):
+    """auto-contrast, contrast, brightness and colour as x -> clip(x M + b) per image."""
+    n = ops.shape(images)[0]
+    eye = ops.eye(3, dtype="float32")[None]
+
+    def pick(name):
+        return ops.cast(op == _COLOUR.index(name), "float32")[:, None]
+
+    # ``initial``: a family may have no images in this batch (values lie in [0, 255] anyway)
+    low = ops.min(images, axis=(1, 2), initial=255.0)  # (n, 3)
+    high = ops.max(images, axis=(1, 2), initial=0.0)
+    spread = high - low
+    stretch = ops.where(spread > 0, 255.0 / ops.maximum(spread, 1e-6), 1.0)  # flat channels stay
+    factor = keras.random.uniform((n, 1), 1 - magnitude, 1 + magnitude, seed=generator)
+    mean = ops.mean(images, axis=(1, 2))
+    delta = keras.random.uniform((n, 1), -255.0 * magnitude, 255.0 * magnitude, seed=generator)
+    blend = _clipped_normal((n, 1), magnitude, stddev, 0.0, 1.0, generator)
+
+    scale = pick("auto_contrast") * stretch + pick("contrast") * factor + pick("brightness")
+    offset = (
+        pick("auto_contrast") * ops.where(spread > 0, -low * stretch, 0.0)
+        + pick("contrast") * (1.0 - factor) * mean
+        + pick("brightness") * delta
+    )
+    # colour: out_d = (1 - f) x_d + f grey(x), as a matrix whose rows are input channels
+    f = (pick("color") * blend)[..., None]
+    grey = ops.convert_to_tensor(_GREY, "float32")[None, :, None] * ops.ones((1, 1, 3))
+    matrix = eye * (scale + pick("color"))[:, None, :] * (1.0 - f) + f * grey
+    result = ops.einsum("nhwc,ncd->nhwd", images, matrix) + offset[:, None, None, :]
+    return ops.clip(result, 0.0, 255.0)
+
+
+def _solarize(images, magnitude, stddev, generator):
+    """Add a ~ N(110 m, 110 s) in [0, 110], then invert the pixels at or above t ~ N(255 (1 - m), 255 s)."""
+    n = ops.shape(images)[0]
+    added = _clipped_normal((n, 1, 1, 1), 110 * magnitude, 110 * stddev, 0.0, 110.0, generator)
+    threshold = _clipped_normal((n, 1, 1, 1), 255 * (1 - magnitude), 255 * stddev, 0.0, 255.0, generator)
+    lifted = ops.clip(images + added, 0.0, 255.0)
+    return ops.where(lifted < threshold, lifted, 255.0 - lifted)
+
+
+def _resample_rows(images, slope, offset):
+    """Bilinear 1-D resampling along x with reflected borders: out[y, x] = in[y, x + slope y + offset].
+
+    ``slope`` and ``offset`` (pixels) are per image. Equal to TensorFlow's
+    ``ImageProjectiveTransformV3`` (bilinear, reflect) for these maps, at half its cost:
+    each row moves by one amount, so two gathers along the row do it.
+    """
+    import tensorflow as tf  # a batched gather: keras.ops.take_along_axis is 4x slower here
+
+    shape = ops.shape(images)
+    height, width = shape[1], shape[2]
+    rows = ops.cast(ops.arange(height), "float32")
+    shift = slope[:, None] * rows[None, :] + offset[:, None]  # (n, h)
+    whole = ops.floor(shift)
+    fraction = (shift - whole)[:, :, None, None]
+    source = ops.arange(width, dtype="int32")[None, None, :] + ops.cast(whole, "int32")[:, :, None]
+
+    def reflect(index):  # (d c b a | a b c d | d c b a), as the TensorFlow op
+        index = ops.mod(index, 2 * width)
+        return ops.where(index >= width, 2 * width - 1 - index, index)
+
+    left = tf.gather(images, reflect(source), axis=2, batch_dims=2)
+    right = tf.gather(images, reflect(source + 1), axis=2, batch_dims=2)
+    return left + fraction * (right - left)
+
+
+def _geometry(images, op, magnitude, stddev, generator, axis):
+    """Shear (keras-cv's matrix, about the top-left corner) or translation along ``axis``.
+
+    ``axis`` "x": shear x (``op`` 0) or translate x (1); "y": shear y (0) or translate y (1).
+    Bilinear with reflected borders, as keras-cv's ``RandomShear`` and ``RandomTranslation``.
+    """
+    n = ops.shape(images)[0]
+    if axis == "y":  # the same 1-D resampling on the transposed images
+        images = ops.transpose(images, (0, 2, 1, 3))
+    size = ops.cast(ops.shape(images)[2], "float32")
+    shear = _clipped_normal((n,), magnitude, stddev, 0.0, 1.0, generator) * _sign((n,), generator)
+    shift = keras.random.uniform((n,), -magnitude, magnitude, seed=generator)
+    is_shear = ops.cast(op == 0, "float32")
+    # output (x, y) reads input x + shear * y (shear) or x - shift * width (translation)
+    warped = _resample_rows(images, is_shear * shear, -(1.0 - is_shear) * shift * size)
+    if axis == "y":
+        warped = ops.transpose(warped, (0, 2, 1, 3))
+    return ops.clip(warped, 0.0, 255.0)  # interpolation can overshoot 255 by a rounding error
+
+
+def _one_round(current, original, generator, operations, magnitude, stddev, rate):
+    """One round for every image: (images, index in ``operations`` drawn, or -1 if skipped).
+
+    The batch is split by operation family and each family computed on its own images
+    only, so a round costs about one pass of the cheapest operation over the batch.
+    """
+    n = ops.shape(current)[0]
+    chosen = keras.random.randint((n,), 0, len(operations), seed=generator)
+    applied = keras.random.uniform((n,), seed=generator) <= rate
+    chosen = ops.where(applied, chosen, -1)
+    # policy index -> index in OPERATIONS, so families can be recognised whatever the subset
+    global_op = ops.take(ops.convert_to_tensor([OPERATIONS.index(o) for o in operations] + [-1]), chosen)
+    families = [
+        ("skipped", [-1]),
+        ("colour", [OPERATIONS.index(o) for o in _COLOUR if o in operations]),
+        ("solarize", [OPERATIONS.index("solarize")] if "solarize" in operations else []),
+        ("equalize", [OPERATIONS.index("equalize")] if "equalize" in operations else []),
+        ("geometry_x", [OPERATIONS.index(o) for o in _GEOMETRY_X if o in operations]),
+        ("geometry_y", [OPERATIONS.index(o) for o in _GEOMETRY_Y if o in operations]),
+    ]
+    order, parts = [], []
+    for family, members in families:
+        if not members:
+            continue
+        member = ops.any(ops.stack([global_op == m for m in members]), axis=0)
+        index = ops.reshape(ops.nonzero(member)[0], (-1,))
+        order.append(index)
+        if family == "skipped":  # keras-cv: a skipped round returns the input image
+            parts.append(ops.take(original, index, axis=0))
+            continue
+        images = ops.take(current, index, axis=0)
+        if family == "colour":
+            local = ops.take(
+                ops.convert_to_tensor([_COLOUR.index(o) if o in _COLOUR else -1 for o in OPERATIONS]),
+                ops.take(global_op, index),
+            )
+            parts.append(_colour_affine(images, local, magnitude, stddev, generator))
+        elif family == "solarize":
+            parts.append(_solarize(images, magnitude, stddev, generator))
+        elif family == "equalize":
+            parts.append(equalize(images))
+        else:
+            axis, members = ("x", _GEOMETRY_X) if family == "geometry_x" else ("y", _GEOMETRY_Y)
+            local = ops.take(
+                ops.convert_to_tensor([members.index(o) if o in members else -1 for o in OPERATIONS]),
+                ops.take(global_op, index),
+            )
+            parts.append(_geometry(images, local, magnitude, stddev, generator, axis))
+    # put every image back in its place: the parts are a permutation of the batch
+    inverse = ops.argsort(ops.concatenate(order, axis=0))
+    return ops.take(ops.concatenate(parts, axis=0), inverse, axis=0), chosen
+
+
+def rand_augment_batch(
+    images,
+    generator,
+    *,
+    magnitude: float = 0.15,
+    augmentations_per_image: int = 2,
+    rate: float = 10 / 11,
+    magnitude_stddev: float = 0.15,
+    operations=OPERATIONS,
+    return_choices: bool = False,
+):
+    """Augment a float batch (n, h, w, 3) of values 0-255; same shape, range and dtype.
+
+    ``generator`` is a ``keras.random.SeedGenerator`` (or an int seed). With
+    ``return_choices`` also returns an int array (n, augmentations_per_image): the index in
+    ``operations`` each image drew per round, or -1 where the round was skipped.
+    """
+    if not isinstance(generator, keras.random.SeedGenerator):
+        generator = keras.random.SeedGenerator(generator)  # an int seed: one stream of draws
+    images = ops.convert_to_tensor(images)
+    dtype = images.dtype
+    original = ops.cast(images, "float32")
+    result, choices = original, []
+    for _ in range(augmentations_per_image):
+        result, chosen = _one_round(
+            result, original, generator, tuple(operations), magnitude, magnitude_stddev, rate
+        )
+        choices.append(chosen)
+    # the reshape restores the static batch size that splitting the batch loses in a graph
+    result = ops.reshape(ops.cast(result, dtype), ops.shape(images))
+    if return_choices:
+        return result, ops.stack(choices, axis=1)
+    return result
+
+
+def rand_augment(
+    magnitude: float = 0.15,
+    augmentations_per_image: int = 2,
+    rate: float = 10 / 11,
+    magnitude_stddev: float = 0.15,
+    operations=OPERATIONS,
+    seed: int | None = None,
+):
+    """An augmenter ``augment(images, training=True)`` for float batches (n, h, w, 3), 0-255.
+
+    keras-cv's standard RandAugment policy (see the module docstring); the defaults are the
+    report's settings. ``operations`` narrows the policy (a subset of :data:`OPERATIONS`,
+    e.g. to look at one operation alone). ``training=False`` returns the images unchanged.
+    """
+    if not 0 <= magnitude <= 1:
+        raise ValueError(f"magnitude must be in [0, 1] (keras-cv's scale), got {magnitude}.")
+    if not 0 <= rate <= 1:
+        raise ValueError(f"rate must be in [0, 1], got {rate}.")
+    unknown = sorted(set(operations) - set(OPERATIONS))
+    if unknown or not operations:
+        raise ValueError(f"Unknown or no operations {unknown}; choose from {OPERATIONS}.")
+    generator = keras.random.SeedGenerator(seed)
+    settings = {
+        "magnitude": float(magnitude),
+        "augmentations_per_image": int(augmentations_per_image),
+        "rate": float(rate),
+        "magnitude_stddev": float(magnitude_stddev),
+        "operations": tuple(operations),
+    }
+
+    def augment(images, training: bool = True):
+        if not training:
+            return images
+        return rand_augment_batch(images, generator, **settings)
+
+    augment.settings = settings  # for notebooks and run summaries
+    return augment
