@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -8,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from safetensors.numpy import save_file
 
-from helpers import config, experiments, images, model
+from helpers import config, experiments, images, losses, model
 
 PROFILE = config.get_profile("smoke")
 
@@ -96,60 +94,10 @@ def test_randaugment_keeps_shape_and_range():
     assert augment.settings["magnitude"] == PROFILE["randaugment_factor"] == 0.15
 
 
-def write_tiny_vit_checkpoint(folder, image_size=32, patch=8, hidden=16, heads=2, layers=2, mlp=32, seed=0):
-    """A ViT checkpoint in the Hugging Face layout: config.json and model.safetensors (vit.* keys)."""
-    rng = np.random.default_rng(seed)
-    n_tokens = (image_size // patch) ** 2 + 1
-
-    def weight(*shape):
-        return rng.normal(0, 0.02, shape).astype("float32")
-
-    tensors = {
-        "vit.embeddings.cls_token": weight(1, 1, hidden),
-        "vit.embeddings.position_embeddings": weight(1, n_tokens, hidden),
-        "vit.embeddings.patch_embeddings.projection.weight": weight(hidden, 3, patch, patch),
-        "vit.embeddings.patch_embeddings.projection.bias": weight(hidden),
-        "vit.layernorm.weight": 1 + weight(hidden),
-        "vit.layernorm.bias": weight(hidden),
-    }
-    for i in range(layers):
-        prefix = f"vit.encoder.layer.{i}"
-        for name in ("query", "key", "value"):
-            tensors[f"{prefix}.attention.attention.{name}.weight"] = weight(hidden, hidden)
-            tensors[f"{prefix}.attention.attention.{name}.bias"] = weight(hidden)
-        tensors[f"{prefix}.attention.output.dense.weight"] = weight(hidden, hidden)
-        tensors[f"{prefix}.attention.output.dense.bias"] = weight(hidden)
-        tensors[f"{prefix}.intermediate.dense.weight"] = weight(mlp, hidden)
-        tensors[f"{prefix}.intermediate.dense.bias"] = weight(mlp)
-        tensors[f"{prefix}.output.dense.weight"] = weight(hidden, mlp)
-        tensors[f"{prefix}.output.dense.bias"] = weight(hidden)
-        for norm in ("layernorm_before", "layernorm_after"):
-            tensors[f"{prefix}.{norm}.weight"] = 1 + weight(hidden)
-            tensors[f"{prefix}.{norm}.bias"] = weight(hidden)
-    hf_config = {
-        "model_type": "vit",
-        "architectures": ["ViTModel"],
-        "image_size": image_size,
-        "patch_size": patch,
-        "num_channels": 3,
-        "hidden_size": hidden,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "intermediate_size": mlp,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "qkv_bias": True,
-        "layer_norm_eps": 1e-12,
-        "hidden_act": "gelu",
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(hf_config))
-    save_file(tensors, str(folder / "model.safetensors"))
-    return tensors
-
-
 def test_pretrained_weights_load_from_a_hugging_face_checkpoint(tmp_path):
-    tensors = write_tiny_vit_checkpoint(tmp_path / "tiny-vit")
+    tensors = model.write_hf_vit_checkpoint(
+        tmp_path / "tiny-vit", image_size=32, patch=8, hidden=16, heads=2, layers=2, mlp=32
+    )
     classifier = model.build_classifier(5, PROFILE, preset=str(tmp_path / "tiny-vit"))
     backbone = next(layer for layer in classifier.layers if "backbone" in layer.name.lower())
     assert backbone.num_layers == 2 and backbone.hidden_dim == 16
@@ -205,7 +153,7 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
             data,
             folder,
             4,
-            "sparse_categorical_crossentropy",
+            losses.cross_entropy,
             distance,
             verbose=0,
             extra_callbacks=[callback],
