@@ -159,7 +159,7 @@ def record_facts(profile: str | dict, **facts) -> dict:
     that go to neighbouring cells (notebook 08), the share of attention on the sky (09), ...
     The report reads them from here, so no number in it is typed by hand.
     """
-    merged = {**load_facts(profile), **{name: _plain(value) for name, value in facts.items()}}
+    merged = {name: _plain(value) for name, value in {**load_facts(profile), **facts}.items()}
     with config.atomic_target(facts_path(profile)) as temporary:
         temporary.write_text(json.dumps(merged, indent=2, sort_keys=True, allow_nan=False))
     return merged
