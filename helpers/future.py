@@ -1,0 +1,667 @@
+"""The report's future work, built: hierarchical cells, auxiliary heads, a CNN, a loss without cross-entropy.
+
+Four directions of the report's section 5.2, each compared with the flat cell classifier
+trained with the same data, splits, seed, epochs and optimiser (notebook 12):
+
+* **Hierarchy** (Müller-Budack et al., ECCV 2018). Denmark nests: 5 regions, 98
+  municipalities, 129 cells. GeoEstimation predicts with the product of the probabilities
+  of each level's head, ``p(cell) * p(municipality of cell) * p(region of cell)``; the
+  coarse probabilities come either from summing the cell probabilities
+  (:func:`summed_hierarchy`) or from heads trained beside the cell head
+  (:func:`build_multitask`).
+* **Auxiliary heads** (multi-task learning; PIGEON trains auxiliary heads too). Labels
+  every place has for free: its region and municipality, its distance to the coast and its
+  urbanity, the two measures the synthetic renderer draws from (:func:`auxiliary_labels`).
+* **A CNN against the ViT.** A small ResNet with about the ViT's parameter count
+  (:func:`build_cnn`, :func:`matched_width`); in profiles with a pretrained ViT
+  (``full``, ``mapillary``) a pretrained ResNet-50 from the Hugging Face Hub
+  (:data:`RESNET50_PRESET`), loaded through keras-hub as the ViT is.
+* **A loss without cross-entropy**, the squared expected distance from the predicted
+  cells' centroids to the image's own location (:func:`image_distance_loss`).
+
+Coordinates are (lat, lng) in degrees; distances in km.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from helpers import config, experiments, geo, images, losses, metrics, model, synthetic
+
+# ResNet-50 (timm's "ResNet strikes back" A1 recipe, ImageNet-1k) on the Hugging Face Hub:
+# keras-hub converts it on loading, through the same hf:// path as the ViT's checkpoint
+RESNET50_PRESET = "hf://timm/resnet50.a1_in1k"
+# that checkpoint's input normalisation (timm's ImageNet mean and standard deviation, RGB 0-1)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUX_WEIGHT = 0.3  # weight of each auxiliary loss beside the cell head's cross-entropy (weight 1)
+AUXILIARY_HEADS = ("municipality", "region", "coast", "urbanity")  # the heads beside the cells
+LEVELS = ("municipality", "region")  # the coarser levels above the cells, fine to coarse
+# the flat baseline of notebook 05 (run "baseline"): no warm-up, Adam's default betas, no augmentation
+BASELINE_SETTINGS = {"warmup": False, "betas": (0.9, 0.999), "augment": False}
+# What notebook 12 trades to stay within its share of `make all` (about 3 minutes on 2 cores):
+# four networks at the default's 64 px would take well over that, so it compares at 32 px
+# with the profile's own number of epochs. Other profiles run as they are.
+BUDGET = {"default": {"image_size": 32}}
+# the methods of notebook 12, as named in the results table ("future: <method>"), and their fact keys
+METHODS = {
+    "flat ViT": "flat_vit",
+    "hierarchy, summed cells": "hierarchy_summed",
+    "hierarchy, trained heads": "hierarchy_heads",
+    "auxiliary heads": "auxiliary_heads",
+    "CNN": "cnn",
+    "image-distance loss": "image_distance_loss",
+}
+
+
+def comparison_profile(name: str | dict) -> dict:
+    """The profile notebook 12 trains with: ``name`` with the :data:`BUDGET` trade, if any."""
+    return config.get_profile(name, **BUDGET.get(config.profile_name(name), {}))
+
+
+# --- the hierarchy --------------------------------------------------------------------------
+
+
+def hierarchy(cells: pd.DataFrame, regions) -> pd.DataFrame:
+    """The parents of each geocell: its municipality and its region, one row per cell.
+
+    ``cells`` are notebook 02's geocells (``cell``, ``municipality``, ``municipality_code``,
+    geometry); ``regions`` the five regions of ``datasets.load_regions()``. A cell's region
+    is the region holding its municipality (the region of most of the municipality's cells,
+    found from a point inside each cell), so the tree nests exactly: every cell has one
+    municipality, every municipality one region. Columns: ``cell``, ``municipality_code``,
+    ``municipality``, ``region``, and ``municipality_index``, ``region_index`` (0-based,
+    in order of code and name), sorted by cell.
+    """
+    missing = {"cell", "municipality", "municipality_code", "geometry"} - set(cells.columns)
+    if missing:
+        raise KeyError(f"`cells` lacks {sorted(missing)}; pass the cells of geo.read_geocells (notebook 02).")
+    ordered = cells.sort_values("cell").reset_index(drop=True)
+    inside = ordered.geometry.representative_point()
+    points = geo.points_from_latlng(inside.y, inside.x, pd.DataFrame(index=ordered.index))
+    named = geo.assign_area(points, regions.rename(columns={"name": "region"}), ["region"], max_offshore_km=5)
+    if len(named) != len(ordered):
+        raise ValueError("Some cells lie in no region; are `regions` the Danish regions of load_regions()?")
+    ordered["region"] = named["region"].to_numpy()
+    majority = ordered.groupby("municipality_code")["region"].agg(lambda r: r.value_counts().index[0])
+    tree = ordered[["cell", "municipality_code", "municipality"]].assign(
+        region=ordered["municipality_code"].map(majority)
+    )
+    tree["municipality_index"] = tree["municipality_code"].rank(method="dense").astype(int) - 1
+    tree["region_index"] = tree["region"].rank(method="dense").astype(int) - 1
+    return tree
+
+
+def parents(tree: pd.DataFrame, level: str) -> np.ndarray:
+    """The parent index of each cell at ``level`` ("municipality" or "region"): shape (n_cells,)."""
+    if level not in LEVELS:
+        raise ValueError(f"Unknown level {level!r}; choose from {LEVELS}.")
+    return tree.sort_values("cell")[f"{level}_index"].to_numpy()
+
+
+def level_probabilities(cell_probabilities: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """Probabilities of the coarser level: each parent gets the sum of its cells' probabilities.
+
+    ``cell_probabilities`` (n_images, n_cells); ``parent`` (n_cells,) parent indices.
+    Returns (n_images, n_parents).
+    """
+    cell_probabilities = np.asarray(cell_probabilities, dtype="float64")
+    parent = np.asarray(parent)
+    if parent.shape != (cell_probabilities.shape[1],):
+        raise ValueError(
+            f"`parent` needs one index per cell ({cell_probabilities.shape[1]}), got shape {parent.shape}."
+        )
+    onehot = np.zeros((len(parent), parent.max() + 1))
+    onehot[np.arange(len(parent)), parent] = 1.0
+    return cell_probabilities @ onehot
+
+
+def hierarchical_probabilities(cell_probabilities: np.ndarray, levels) -> np.ndarray:
+    """GeoEstimation's hierarchical prediction: ``p(c) ∝ p_cell(c) · Π_level p_level(parent(c))``.
+
+    ``levels`` is a list of (level probabilities (n_images, n_parents), parent index of
+    each cell (n_cells,)). A cell in a likely municipality of a likely region gains over an
+    equally likely cell elsewhere. Returns (n_images, n_cells), each row summing to 1.
+    """
+    product = np.array(cell_probabilities, dtype="float64")
+    for probabilities, parent in levels:
+        product = product * np.asarray(probabilities, dtype="float64")[:, np.asarray(parent)]
+    total = product.sum(axis=1, keepdims=True)
+    return product / np.where(total > 0, total, 1.0)
+
+
+def summed_hierarchy(cell_probabilities: np.ndarray, tree: pd.DataFrame) -> np.ndarray:
+    """:func:`hierarchical_probabilities` with each coarse level the sum of its cells' probabilities.
+
+    Needs no extra training: a flat classifier's output, re-weighted by how much
+    probability each cell's municipality and region hold in all.
+    """
+    levels = []
+    for level in LEVELS:
+        parent = parents(tree, level)
+        levels.append((level_probabilities(cell_probabilities, parent), parent))
+    return hierarchical_probabilities(cell_probabilities, levels)
+
+
+# --- auxiliary labels -----------------------------------------------------------------------
+
+
+def auxiliary_labels(lat, lng, geography: dict, seed: int = 0) -> pd.DataFrame:
+    """Labels every place has without manual work: distance to the coast (km) and urbanity (0-1).
+
+    Exactly what the synthetic renderer draws from, read from ``synthetic.scene_features``:
+    ``coast_km``, the distance to the DAGI coastline, and ``urbanity``, its ``density``
+    column, which is ``synthetic.urbanity``: the rank (0 emptiest countryside, 1 central
+    Copenhagen) of the postcode-weighted address density. ``geography`` is
+    ``synthetic.build_geography(...)``, built as in notebook 03. One row per (lat, lng).
+    """
+    features = synthetic.scene_features(lat, lng, geography, seed=seed)
+    return pd.DataFrame(
+        {"coast_km": features["coast_km"].to_numpy(), "urbanity": features["density"].to_numpy()}
+    )
+
+
+def _location_keys(lat, lng) -> np.ndarray:
+    """An int64 per place from the exact float32 bits of (lat, lng), as the targets carry them."""
+    lat_bits = np.asarray(lat, dtype="float32").view("uint32").astype("int64")
+    lng_bits = np.asarray(lng, dtype="float32").view("uint32").astype("int64")
+    return (lat_bits << 32) | lng_bits
+
+
+def multitask_targets(data, tree: pd.DataFrame, places: pd.DataFrame, heads=None):
+    """Add the auxiliary targets to a ``model.image_dataset`` of (images, [cell, lat, lng]) batches.
+
+    Returns batches (images, {"cells": [cell, lat, lng], "municipality": index, "region":
+    index, "coast": (batch, 1), "urbanity": (batch, 1)}). The coarse levels follow from the
+    cell (:func:`hierarchy`); coast and urbanity are looked up per image in ``places``
+    (columns ``lat``, ``lng``, ``coast``, ``urbanity``, already scaled for training) by the
+    image's own (lat, lng), so the image pipeline (cache, shuffle) stays model.image_dataset's.
+    ``heads`` keeps only those targets (default: all).
+    """
+    import tensorflow as tf
+
+    unique = places.drop_duplicates(["lat", "lng"]).reset_index(drop=True)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(_location_keys(unique["lat"], unique["lng"])), tf.range(len(unique), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    values = tf.constant(unique[["coast", "urbanity"]].to_numpy("float32"))
+    municipality = tf.constant(parents(tree, "municipality"), dtype=tf.int32)
+    region = tf.constant(parents(tree, "region"), dtype=tf.int32)
+
+    def add_targets(x, y):
+        bits = tf.cast(tf.bitcast(y[:, 1:3], tf.uint32), tf.int64)
+        row = table.lookup(tf.bitwise.bitwise_or(tf.bitwise.left_shift(bits[:, 0], 32), bits[:, 1]))
+        tf.debugging.assert_non_negative(row, "an image's (lat, lng) is missing from `places`")
+        aux = tf.gather(values, row)
+        cell = tf.cast(y[:, 0], tf.int32)
+        targets = {
+            "cells": y,
+            "municipality": tf.gather(municipality, cell),
+            "region": tf.gather(region, cell),
+            "coast": aux[:, :1],
+            "urbanity": aux[:, 1:],
+        }
+        return x, {name: value for name, value in targets.items() if heads is None or name in heads}
+
+    return data.map(add_targets)
+
+
+def scaled_places(rows: pd.DataFrame, labels: pd.DataFrame, train: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Training targets for coast and urbanity: standardised with the training images' statistics.
+
+    Distance to the coast is skewed (most places lie within a few km), so it is learned as
+    ``log(1 + km)``. Returns (``lat``, ``lng``, ``coast``, ``urbanity`` per row of
+    ``rows``; the scaling as {name: (mean, std)}) to map predictions back.
+    """
+    raw = {"coast": np.log1p(labels["coast_km"].to_numpy()), "urbanity": labels["urbanity"].to_numpy()}
+    scaling = {name: (float(v[train].mean()), float(v[train].std() or 1.0)) for name, v in raw.items()}
+    scaled = {name: (raw[name] - mean) / std for name, (mean, std) in scaling.items()}
+    return pd.DataFrame({"lat": rows["lat"].to_numpy(), "lng": rows["lng"].to_numpy(), **scaled}), scaling
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def cnn_preset(profile: dict) -> str | None:
+    """The pretrained CNN to set against the profile's ViT, or None for a small CNN from scratch.
+
+    Profiles whose ViT is a Hugging Face checkpoint (``full``, ``mapillary``) get
+    :data:`RESNET50_PRESET`; the others train both networks from scratch.
+    """
+    return RESNET50_PRESET if str(profile.get("pretrained") or "").startswith("hf://") else None
+
+
+def _residual_block(x, filters: int, stride: int, name: str):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, added to a shortcut."""
+    layers = keras.layers
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(name=f"{name}_bn1")(y))
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:  # the shortcut must change shape too
+        x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
+        x = layers.BatchNormalization(name=f"{name}_shortcut_bn")(x)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, x]))
+
+
+def build_cnn(n_cells: int, profile: dict, width: int | None = None, preset: str | None = None):
+    """A ResNet-style classifier over ``n_cells`` cells: RGB pixels 0-255 in, softmax out.
+
+    From scratch (``preset`` None and :func:`cnn_preset` None): a 3x3 stem convolution
+    with stride 2 and a 2x2 max-pool (ResNet's stem, scaled down), three basic residual
+    blocks of ``width``, ``2 * width`` and ``4 * width`` filters (the last two halve the
+    resolution), global average pooling and a softmax head. ``width`` defaults to
+    :func:`matched_width`, about the parameter count of the profile's ViT. With a preset
+    (:data:`RESNET50_PRESET`), keras-hub's ``ResNetBackbone`` loads it and the pixels are
+    normalised as the checkpoint was trained (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`).
+    The layer "pooled" gives the image embedding.
+    """
+    layers = keras.layers
+    size = profile["image_size"]
+    preset = preset or cnn_preset(profile)
+    inputs = keras.Input((size, size, 3), name="image")
+    if preset:
+        import keras_hub
+
+        backbone = keras_hub.models.ResNetBackbone.from_preset(preset)
+        x = layers.Rescaling(1 / 255, name="to_0_1")(inputs)
+        x = layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=list(np.square(IMAGENET_STD)), name="imagenet_normalisation"
+        )(x)
+        features = backbone(x)
+    else:
+        width = width or matched_width(n_cells, profile)
+        x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
+        x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+        x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+        x = layers.MaxPooling2D(2, name="stem_pool")(x)
+        for stage, (multiple, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
+            x = _residual_block(x, multiple * width, stride, name=f"stage{stage}")
+        features = x
+    pooled = layers.GlobalAveragePooling2D(name="pooled")(features)
+    probabilities = layers.Dense(n_cells, activation="softmax", name="cells")(pooled)
+    return keras.Model(inputs, probabilities, name="cnn_geocells")
+
+
+def cnn_parameters(width: int, n_cells: int) -> int:
+    """The parameter count of :func:`build_cnn` from scratch, by hand (Keras counts the same).
+
+    Convolutions have no bias (batch norm follows); each batch norm holds 4 numbers per
+    channel (scale, offset, moving mean and variance). Stem: ``27 w + 4 w``; block 1
+    (w to w): ``18 w² + 8 w``; block 2 (w to 2w, with a 1x1 shortcut): ``56 w² + 24 w``;
+    block 3 (2w to 4w): ``224 w² + 48 w``; head: ``4 w n + n``.
+    """
+    return 298 * width**2 + 111 * width + 4 * width * n_cells + n_cells
+
+
+def matched_width(n_cells: int, profile: dict) -> int | None:
+    """The CNN width whose parameter count (:func:`cnn_parameters`) is closest to the profile's
+    ViT classifier's. None where the profile's CNN is a pretrained checkpoint
+    (:func:`cnn_preset`), whose size is fixed."""
+    if cnn_preset(profile):
+        return None
+    target = model.build_classifier(n_cells, profile).count_params()
+    return min(range(1, 1025), key=lambda width: abs(cnn_parameters(width, n_cells) - target))
+
+
+def build_multitask(
+    n_cells: int, n_municipalities: int, n_regions: int, profile: dict, auxiliary=AUXILIARY_HEADS
+):
+    """The ViT classifier of ``model.build_classifier`` with more heads on its class token.
+
+    Outputs, by name: "cells" (softmax over cells, the flat classifier's head) and the
+    ``auxiliary`` heads (any of :data:`AUXILIARY_HEADS`): "municipality" and "region"
+    (softmax over the coarser levels, for the hierarchy), "coast" and "urbanity" (one
+    linear output each, standardised targets). Built after the same seed, the backbone and
+    the cell head start from the flat classifier's weights.
+    """
+    unknown = set(auxiliary) - set(AUXILIARY_HEADS)
+    if unknown:
+        raise ValueError(f"Unknown heads {sorted(unknown)}; choose from {AUXILIARY_HEADS}.")
+    classifier = model.build_classifier(n_cells, profile)
+    embedding = classifier.get_layer("class_token").output
+    dense = keras.layers.Dense
+    builders = {  # Keras wants Python ints for the sizes
+        "municipality": lambda: dense(int(n_municipalities), activation="softmax", name="municipality"),
+        "region": lambda: dense(int(n_regions), activation="softmax", name="region"),
+        "coast": lambda: dense(1, name="coast"),
+        "urbanity": lambda: dense(1, name="urbanity"),
+    }
+    outputs = {"cells": classifier.output}
+    outputs.update({head: builders[head]()(embedding) for head in AUXILIARY_HEADS if head in auxiliary})
+    return keras.Model(classifier.input, outputs, name="vit_multitask")
+
+
+# --- the loss without cross-entropy -----------------------------------------------------------
+
+
+def image_distance_loss(centroids, scale_km: float):
+    """The report's loss (1) with distances to the image's own location, and no cross-entropy.
+
+    ``(sum_i p_i d(centroid_i, image) / scale_km) ** 2``: the expected great-circle distance
+    (km, ``losses.haversine_km_to_cells``) from the predicted cells' centroids (``centroids``,
+    (n_cells, 2) lat, lng degrees) to where the photo was taken, divided by ``scale_km``
+    (the largest distance between two centroids, the authors' normalisation), squared.
+    Needs ``model.image_dataset``'s labels, (batch, 3) rows [cell, lat, lng];
+    ``helpers.losses`` has no variant without cross-entropy that measures to the image.
+    """
+    from keras import ops
+
+    centroids = np.asarray(centroids, dtype="float32")
+    if centroids.ndim != 2 or centroids.shape[1] != 2:
+        raise ValueError(f"centroids must be (n_cells, 2) (lat, lng) degrees, got shape {centroids.shape}.")
+    if scale_km <= 0:
+        raise ValueError(f"scale_km must be a positive distance in km, got {scale_km}.")
+
+    def loss(y_true, y_pred):
+        distance_km = losses.haversine_km_to_cells(losses.true_latlng(y_true), centroids)
+        return ops.square(ops.sum(y_pred * distance_km, axis=-1) / scale_km)
+
+    loss.__name__ = "image_distance_squared"
+    return loss
+
+
+# --- training and evaluation -------------------------------------------------------------------
+
+
+def splits(profile: dict) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    """The training and validation rows of notebook 03's image set (readable files only) and its folder."""
+    dataset, root = model.load_dataset(profile)
+    dataset, _ = images.readable_rows(dataset, root)
+    train = dataset[dataset["split"] == "train"].reset_index(drop=True)
+    val = dataset[dataset["split"] == "val"].reset_index(drop=True)
+    return train, val, root
+
+
+def train_network(
+    profile: str | dict,
+    name: str,
+    build,
+    loss,
+    *,
+    epochs: int | None = None,
+    places: pd.DataFrame | None = None,
+    tree: pd.DataFrame | None = None,
+    aux_weight: float = AUX_WEIGHT,
+    train_share: float = 1.0,
+) -> dict:
+    """Train the network ``build()`` returns, as notebook 05 trains its baseline; return its record.
+
+    Same image set and splits, seed (set before ``build()`` is called), batch size,
+    ``epochs`` (default the profile's), optimiser (``model.make_optimizer`` with
+    :data:`BASELINE_SETTINGS`) and checkpoint rule (the epoch of best validation top-1) as
+    ``experiments.run_experiment``. A network with several outputs (:func:`build_multitask`)
+    needs ``places`` (:func:`scaled_places` of all images) and ``tree``; its "cells" output
+    is the one the checkpoint rule watches, and each other head's loss weighs
+    ``aux_weight``. ``train_share`` below 1 trains on that share of the training images
+    (a sample drawn with the profile's seed; validation is unchanged). The run goes to
+    ``build/<profile>/runs/<name>/``.
+
+    Returns name, folder, history, seconds, parameters, epochs, and the kept checkpoint's
+    validation outputs (``val``: a dict of arrays by output name, or the cell
+    probabilities) with the validation rows (``rows``).
+    """
+    profile = config.get_profile(profile)
+    epochs = epochs or profile["epochs"]
+    train_rows, val_rows, root = splits(profile)
+    if not 0 < train_share <= 1:
+        raise ValueError(f"train_share is a share of the training images in (0, 1], not {train_share}.")
+    if train_share < 1:
+        train_rows = train_rows.sample(frac=train_share, random_state=profile["seed"]).reset_index(drop=True)
+    size, batch, budget = profile["image_size"], profile["batch_size"], profile["cache_budget_gb"]
+    train_data = model.image_dataset(
+        train_rows, root, size, batch, training=True, seed=profile["seed"], cache_budget_gb=budget
+    )
+    val_data = model.image_dataset(val_rows, root, size, 256, cache_budget_gb=budget)
+    keras.utils.set_random_seed(profile["seed"])
+    network = build()
+    steps = int(np.ceil(len(train_rows) / batch))
+    optimizer = model.make_optimizer(
+        profile, steps, epochs, warmup=BASELINE_SETTINGS["warmup"], betas=BASELINE_SETTINGS["betas"]
+    )
+    folder = model.run_dir(profile, name)
+    start = time.perf_counter()
+    if isinstance(network.output, dict):
+        if places is None or tree is None:
+            raise ValueError(
+                "A network with several heads needs `places` (scaled_places) and `tree` (hierarchy)."
+            )
+        train_data = multitask_targets(train_data, tree, places, list(network.output))
+        val_data = multitask_targets(val_data, tree, places, list(network.output))
+        history = _fit_heads(network, train_data, val_data, folder, epochs, loss, optimizer, aux_weight)
+    else:
+        history = model.train(
+            network, train_data, val_data, folder, epochs, loss, optimizer=optimizer, verbose=0
+        )
+    seconds = time.perf_counter() - start
+    kept = model.load_model(folder, "best")
+    outputs = predict_outputs(kept, val_data)
+    return {
+        "name": name,
+        "folder": folder,
+        "history": history,
+        "seconds": seconds,
+        "parameters": int(network.count_params()),
+        "epochs": epochs,
+        "val": outputs,
+        "rows": val_rows,
+    }
+
+
+def _fit_heads(network, train_data, val_data, folder, epochs: int, loss, optimizer, aux_weight: float):
+    """Compile and fit a network with several heads; keep the epoch of best validation cell top-1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "history.csv").unlink(missing_ok=True)
+    heads = list(network.output)
+    classify = {
+        "loss": keras.losses.SparseCategoricalCrossentropy,
+        "metrics": lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    }
+    regress = {
+        "loss": keras.losses.MeanSquaredError,
+        "metrics": lambda: [keras.metrics.MeanAbsoluteError(name="mae")],
+    }
+    kinds = {"municipality": classify, "region": classify, "coast": regress, "urbanity": regress}
+    network.compile(
+        optimizer=optimizer,
+        loss={"cells": loss, **{head: kinds[head]["loss"]() for head in heads if head != "cells"}},
+        loss_weights={head: 1.0 if head == "cells" else aux_weight for head in heads},
+        metrics={
+            "cells": losses.accuracy_metrics(),
+            **{head: kinds[head]["metrics"]() for head in heads if head != "cells"},
+        },
+    )
+    callbacks = [
+        keras.callbacks.CSVLogger(str(folder / "history.csv")),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "best.keras"), monitor="val_cells_accuracy", mode="max", save_best_only=True
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    network.fit(
+        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False
+    )
+    return pd.read_csv(folder / "history.csv")
+
+
+def predict_outputs(network, data) -> dict | np.ndarray:
+    """The network's outputs over a dataset of (images, targets) batches.
+
+    A dict of arrays by output name for a network with several heads, else the
+    (n_images, n_cells) probabilities.
+    """
+    collected = []
+    for batch_images, _ in data:
+        collected.append(network(batch_images, training=False))
+    if isinstance(collected[0], dict):
+        return {key: np.concatenate([np.asarray(c[key]) for c in collected]) for key in collected[0]}
+    return np.concatenate([np.asarray(c) for c in collected])
+
+
+def evaluate(probabilities: np.ndarray, rows: pd.DataFrame, cells: pd.DataFrame, tree: pd.DataFrame) -> dict:
+    """``experiments.evaluate`` (top-1, top-3, km from the arg-max cell's centroid) plus the share
+    of images whose predicted cell lies in the true municipality and in the true region."""
+    scores = experiments.evaluate(probabilities, rows, cells)
+    guess, true = probabilities.argmax(axis=1), rows["cell"].to_numpy()
+    for level in LEVELS:
+        parent = parents(tree, level)
+        scores[f"{level}_accuracy"] = float((parent[guess] == parent[true]).mean())
+    return scores
+
+
+def record(
+    profile: str | dict,
+    method: str,
+    probabilities: np.ndarray,
+    run: dict,
+    cells: pd.DataFrame,
+    tree: pd.DataFrame,
+    notes: str = "",
+) -> dict:
+    """Score one method's validation ``probabilities`` (:func:`evaluate`) and record them.
+
+    Writes the row "future: <method>" (split "val", like the flat runs of notebooks 05-07)
+    in the results table and the method's row in ``tables/future.csv``, which adds
+    municipality and region accuracy, the run's parameters, epochs, image size and
+    training seconds. ``run`` is the :func:`train_network` record the probabilities came
+    from. Returns the main numbers of the row, rounded, for display.
+    """
+    profile = config.get_profile(profile)
+    scores = evaluate(probabilities, run["rows"], cells, tree)
+    if profile["overrides"]:
+        changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
+        notes = f"{notes} [{changed}]" if notes else f"[{changed}]"
+    metrics.record_result(
+        profile,
+        f"future: {method}",
+        data=experiments.data_label(profile),
+        split="val",
+        notes=notes,
+        seed=profile["seed"],
+        **{k: v for k, v in scores.items() if k in metrics.RESULT_COLUMNS},
+    )
+    row = {
+        "method": method,
+        **scores,
+        "run": run["name"],
+        "parameters": run["parameters"],
+        "epochs": run["epochs"],
+        "image_size": profile["image_size"],
+        "seconds": round(run["seconds"], 1),
+        "notes": notes,
+    }
+    path = config.output_dir(profile, "tables") / "future.csv"
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(row))
+    table = pd.concat([table[table["method"] != method], pd.DataFrame([row])], ignore_index=True)
+    with config.atomic_target(path) as temporary:
+        table.to_csv(temporary, index=False)
+    shown = ["top1", "top3", "mean_km", "median_km", "municipality_accuracy", "region_accuracy", "seconds"]
+    return pd.Series(row)[shown].astype(float).round(3).rename(method)
+
+
+def load_table(profile: str | dict) -> pd.DataFrame:
+    """``tables/future.csv``: one row per method recorded by :func:`record`, in :data:`METHODS` order."""
+    path = config.output_dir(profile, "tables") / "future.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No {path.name} yet; run notebook 12 (make all PROFILE={config.profile_name(profile)})."
+        )
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    order = {method: i for i, method in enumerate(METHODS)}
+    return table.sort_values("method", key=lambda m: m.map(order).fillna(len(order))).reset_index(drop=True)
+
+
+def auxiliary_errors(outputs: dict, labels: pd.DataFrame, scaling: dict, tree: pd.DataFrame, rows) -> dict:
+    """How well the auxiliary heads of :func:`build_multitask` do on the validation images.
+
+    ``outputs`` are the heads' validation outputs, ``labels`` the true :func:`auxiliary_labels`
+    of ``rows``, ``scaling`` the (mean, std) of :func:`scaled_places`. Returns the mean
+    absolute error of coast distance (km) and urbanity, each beside that of always answering
+    the training mean (for coast, the exponential of the mean log distance), and the
+    accuracy of the municipality and region heads; only for the heads ``outputs`` has.
+    """
+    errors = {}
+    if "coast" in outputs:
+        mean, std = scaling["coast"]
+        coast_km = np.expm1(outputs["coast"][:, 0] * std + mean)
+        errors["coast_mae_km"] = float(np.abs(coast_km - labels["coast_km"]).mean())
+        errors["coast_mae_km_constant"] = float(np.abs(np.expm1(mean) - labels["coast_km"]).mean())
+    if "urbanity" in outputs:
+        mean, std = scaling["urbanity"]
+        urbanity = outputs["urbanity"][:, 0] * std + mean
+        errors["urbanity_mae"] = float(np.abs(urbanity - labels["urbanity"]).mean())
+        errors["urbanity_mae_constant"] = float(np.abs(mean - labels["urbanity"]).mean())
+    for level in LEVELS:
+        if level in outputs:
+            truth = parents(tree, level)[rows["cell"].to_numpy()]
+            errors[f"{level}_head_accuracy"] = float((outputs[level].argmax(axis=1) == truth).mean())
+    return errors
+
+
+def seed_noise(profile: str | dict) -> dict | None:
+    """The spread over seeds of notebook 06's baseline (runs "baseline", "baseline_seed1", "_seed2").
+
+    Returns the standard deviation over seeds of top-1 and of mean km, and the image size
+    they were trained at; None before notebook 06 has run. One seed per method here, so a
+    difference between two runs has a standard error of about ``sqrt(2)`` times this.
+    """
+    results = metrics.load_results(profile)
+    runs = results[
+        results["experiment"].isin(["baseline", "baseline_seed1", "baseline_seed2"])
+        & (results["split"] == "val")
+        & (results["data"] == experiments.data_label(profile))
+    ]
+    if len(runs) < 2:
+        return None
+    return {
+        "top1_std": float(runs["top1"].std()),
+        "mean_km_std": float(runs["mean_km"].std()),
+        "seeds": len(runs),
+        "image_size": config.get_profile(config.profile_name(profile))["image_size"],
+    }
+
+
+def comparison(table: pd.DataFrame, noise: dict | None, reference: str = "flat ViT") -> pd.DataFrame:
+    """Each method of ``tables/future.csv`` beside the flat classifier, with the differences.
+
+    ``noise`` (:func:`seed_noise`) turns a top-1 difference into a verdict with the
+    workbook's rule (``experiments.effect_verdict``: beyond twice the standard error of a
+    difference of two single-seed runs, ``sqrt(2)`` times the seed spread).
+    """
+    shown = table.set_index("method")
+    if reference not in shown.index:
+        raise KeyError(f"No {reference!r} row in the table; train the flat reference first.")
+    base = shown.loc[reference]
+    out = shown[["top1", "top3", "mean_km", "median_km", "municipality_accuracy", "region_accuracy"]].copy()
+    out.insert(1, "top1_vs_flat", shown["top1"] - base["top1"])
+    out.insert(4, "mean_km_vs_flat", shown["mean_km"] - base["mean_km"])
+    out["parameters"] = shown["parameters"]
+    if noise is not None:
+        error = np.sqrt(2) * noise["top1_std"]
+        words = {"reproduced": "better", "not reproduced": "worse"}  # a gain in top-1 is the claim tested
+        out["verdict_top1"] = [
+            "reference"
+            if method == reference
+            else words.get(verdict := experiments.effect_verdict(difference, error, 1.0), verdict)
+            for method, difference in out["top1_vs_flat"].items()
+        ]
+    return out
+
+
+def record_facts(profile: str | dict, table: pd.DataFrame, extra: dict) -> dict:
+    """Facts for the report, keys prefixed "future_": top-1, mean km and region accuracy of each
+    method of :data:`METHODS` present in ``table``, plus ``extra`` (prefixed too)."""
+    facts = {}
+    for _, row in table.iterrows():
+        slug = METHODS.get(row["method"], row["method"].replace(" ", "_"))
+        for column in ("top1", "mean_km", "region_accuracy"):
+            facts[f"future_{slug}_{column}"] = float(row[column])
+    facts.update({f"future_{key}": value for key, value in extra.items()})
+    return metrics.record_facts(profile, **facts)
