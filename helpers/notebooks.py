@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import config
+from helpers import colab, config
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+_APPLY = "run `python -m helpers.colab apply`"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -92,7 +93,8 @@ def problems(path: Path) -> list[str]:
 
     The house rules: no outputs or execution counts; one code cell tagged ``parameters``
     that sets ``PROFILE``; a markdown title and "What you will learn" at the top; a summary
-    and exercises at the end; no ``pip install``; no absolute paths.
+    and exercises at the end; no ``pip install`` (but in the Colab/Kaggle setup cell of
+    ``helpers.colab``, which must be the current one and the first code cell); no absolute paths.
     """
     notebook = json.loads(Path(path).read_text(encoding="utf-8"))
     found = []
@@ -100,7 +102,11 @@ def problems(path: Path) -> list[str]:
         if cell.get("outputs") or cell.get("execution_count"):
             found.append(f"code cell {number} has outputs (run `make strip`)")
         source = "".join(cell["source"])
-        if "pip install" in source:
+        if colab.SETUP_TAG in cell.get("metadata", {}).get("tags", []):
+            # the one cell allowed to pip install: the workbook itself, on Colab or Kaggle only
+            if number != 1 or source != colab.setup_cell():
+                found.append(f"code cell {number} is a stale or misplaced Colab setup cell ({_APPLY})")
+        elif "pip install" in source:
             found.append(f"code cell {number} runs pip install; dependencies belong in pyproject.toml")
         if re.search(r"""["'](/|[A-Za-z]:\\)(home|Users|work|tmp)""", source):
             found.append(f"code cell {number} hard-codes an absolute path; use helpers.config")

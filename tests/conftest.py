@@ -29,3 +29,10 @@ def isolated_build(tmp_path, monkeypatch):
 @pytest.fixture
 def smoke_profile():
     return config.get_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_build_root(tmp_path_factory):
+    """One smoke build for the whole test session: the notebook tests build it in order, and
+    the solution tests reuse what is there instead of running the notebooks again."""
+    return tmp_path_factory.mktemp("smoke-build")

@@ -24,7 +24,12 @@ def test_real_image_profiles():
     assert rehearsal["streetview_api"] == "standin" and full["streetview_api"] is None
     assert mapillary["image_source"] == "mapillary" and mapillary["pretrained"] == full["pretrained"]
     # the authors' notebook: 20 warm-up steps, weight decay 0.01, betas 0.85 / 0.95
-    assert (full["warmup_steps"], full["weight_decay"], full["beta_1"], full["beta_2"]) == (20, 0.01, 0.85, 0.95)
+    assert (full["warmup_steps"], full["weight_decay"], full["beta_1"], full["beta_2"]) == (
+        20,
+        0.01,
+        0.85,
+        0.95,
+    )
 
 
 def test_overrides_are_applied_and_recorded():

@@ -68,7 +68,9 @@ def test_the_pipeline_gives_pixels_and_targets_cached_or_streamed(tmp_path):
         assert x1.dtype.name == "float32" and np.array_equal(np.asarray(x1), np.asarray(x2))
         assert np.array_equal(np.asarray(y1), np.asarray(y2))
     pixels = np.concatenate([np.asarray(x) for x, _ in cached])
-    assert np.array_equal(pixels[0], np.asarray(Image.open(tmp_path / table["image_path"][0])).astype("float32"))
+    assert np.array_equal(
+        pixels[0], np.asarray(Image.open(tmp_path / table["image_path"][0])).astype("float32")
+    )
     targets = np.concatenate([np.asarray(y) for _, y in cached])
     assert np.allclose(targets, table[["cell", "lat", "lng"]].to_numpy())  # [cell, lat, lng] per image
     assert model.cache_fits(29_799, 224, 8.0) and not model.cache_fits(42_570, 224, 4.0)

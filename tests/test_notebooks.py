@@ -1,6 +1,7 @@
 """Every numbered notebook: house rules on the source, and a real run in the smoke profile."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -22,9 +23,9 @@ def test_source_follows_the_house_rules(path):
 
 
 @pytest.fixture(scope="module")
-def shared_build(tmp_path_factory):
+def shared_build(smoke_build_root):
     """One build folder for the whole series: later notebooks read what earlier ones wrote."""
-    root = tmp_path_factory.mktemp("build")
+    root = smoke_build_root
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBOOK_BUILD_DIR", str(root))
         yield root
@@ -90,13 +91,18 @@ def test_strip_and_problems_on_a_dirty_notebook(tmp_path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_has_worked_solutions(path):
+    """Every exercise and every closing question of a notebook has an answer in solutions/."""
     solutions = config.REPO_ROOT / "solutions" / f"{path.stem}.md"
     assert solutions.exists(), f"write the worked solutions of {path.name} in {solutions}"
-    exercises = sum(1 for line in notebooks_markdown(path) if line[:3] in {"1. ", "2. ", "3. "})
-    assert exercises and "**1." in solutions.read_text(encoding="utf-8")
+    exercises, questions = notebooks_markdown(path).split("## Exercises")[-1].split("## Questions")
+    answers, _, answered_questions = solutions.read_text(encoding="utf-8").partition("## Questions")
+    for kind, asked, given in (("exercise", exercises, answers), ("question", questions, answered_questions)):
+        numbers = re.findall(r"^(\d+)\. ", asked, flags=re.MULTILINE)
+        assert numbers, f"{path.name} has no numbered {kind}s"
+        missing = [n for n in numbers if f"**{n}." not in given]
+        assert not missing, f"{solutions.name} does not answer {kind}(s) {', '.join(missing)} of {path.name}"
 
 
 def notebooks_markdown(path):
     cells = json.loads(path.read_text())["cells"]
-    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    return text.split("## Exercises")[-1].splitlines()
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")

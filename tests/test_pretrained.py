@@ -43,10 +43,17 @@ def numpy_vit_class_token(t: dict, hf: dict, processor: dict, image: np.ndarray)
     patches = x.reshape(n, p, n, p, 3).transpose(0, 2, 4, 1, 3).reshape(n * n, 3 * p * p)
     weight = t["vit.embeddings.patch_embeddings.projection.weight"].reshape(hidden, -1)
     embedded = patches @ weight.T + t["vit.embeddings.patch_embeddings.projection.bias"]
-    tokens = np.concatenate([t["vit.embeddings.cls_token"][0], embedded]) + t["vit.embeddings.position_embeddings"][0]
+    tokens = (
+        np.concatenate([t["vit.embeddings.cls_token"][0], embedded])
+        + t["vit.embeddings.position_embeddings"][0]
+    )
     d = hidden // heads
     for i in range(hf["num_hidden_layers"]):
-        w = {k[len(f"vit.encoder.layer.{i}.") :]: v for k, v in t.items() if k.startswith(f"vit.encoder.layer.{i}.")}
+        w = {
+            k[len(f"vit.encoder.layer.{i}.") :]: v
+            for k, v in t.items()
+            if k.startswith(f"vit.encoder.layer.{i}.")
+        }
         h = layer_norm(tokens, w["layernorm_before.weight"], w["layernorm_before.bias"], eps)
         q, k, v = (
             (h @ w[f"attention.attention.{name}.weight"].T + w[f"attention.attention.{name}.bias"])
@@ -112,11 +119,15 @@ def test_the_rehearsal_writes_its_checkpoint_once_and_loads_it(isolated_build):
     profile = config.get_profile("rehearsal")
     path = model.resolve_preset(profile)
     assert path == str(isolated_build / "rehearsal" / "checkpoints" / "tiny-vit")
-    written = (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
+    written = (
+        (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
+    )
     classifier = model.build_classifier(129, profile)
     assert classifier.output_shape == (None, 129)
     assert model.resolve_preset(profile) == path
-    assert (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns == written
+    assert (
+        isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors"
+    ).stat().st_mtime_ns == written
     tensors = load_file(path + "/model.safetensors")
     weights = {w.path: np.asarray(w) for w in classifier.weights}
     class_token = next(v for k, v in weights.items() if k.endswith("class_token"))

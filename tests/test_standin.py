@@ -29,7 +29,9 @@ def test_metadata_answers_like_street_view(service):
     assert aarhus.status_code == 200 and body["status"] == "OK"
     assert abs(body["location"]["lat"] - 56.1572) < 0.0005 and abs(body["location"]["lng"] - 10.2107) < 0.0005
     assert body["pano_id"].startswith("standin_") and len(body["date"]) == 7
-    denied = requests.get(f"{api_root}/metadata", params={"location": "56.1572,10.2107", "key": "wrong"}).json()
+    denied = requests.get(
+        f"{api_root}/metadata", params={"location": "56.1572,10.2107", "key": "wrong"}
+    ).json()
     assert denied["status"] == "REQUEST_DENIED"
     # about 3 % of places have no imagery, decided by the place, not by chance per request
     rng = np.random.default_rng(0)
@@ -43,7 +45,9 @@ def test_metadata_answers_like_street_view(service):
 
 def test_the_image_is_the_scene_of_the_panorama_above_a_logo(service, geography):
     api_root, _ = service
-    meta = requests.get(f"{api_root}/metadata", params={"location": "55.6761,12.5683", "key": standin.KEY}).json()
+    meta = requests.get(
+        f"{api_root}/metadata", params={"location": "55.6761,12.5683", "key": standin.KEY}
+    ).json()
     answer = requests.get(api_root, params={"pano": meta["pano_id"], "size": "64x86", "key": standin.KEY})
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
     picture = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB")).astype(int)
@@ -67,8 +71,14 @@ def test_the_real_client_downloads_through_faults_and_duplicates(geography, repo
     faults = {"metadata": {5: "500", 9: "429"}, "image": {3: "truncated", 12: "500"}}
     with standin.serve(geography, faults=faults) as (api_root, log):
         counts = streetview.download(
-            chosen, tmp_path / "streetview", key=standin.KEY, api_root=api_root, size=(48, 48),
-            per_second=1000, backoff_s=0.05, progress=False,
+            chosen,
+            tmp_path / "streetview",
+            key=standin.KEY,
+            api_root=api_root,
+            size=(48, 48),
+            per_second=1000,
+            backoff_s=0.05,
+            progress=False,
         )
     assert len(log["faults"]) == 4  # every fault was served, and the run still completed
     assert counts["failed"] == 0 and counts["duplicate"] >= 1

@@ -1,0 +1,130 @@
+"""The Colab/Kaggle setup cell, the badges, and the course picture of the README."""
+
+import ast
+import json
+import shlex
+import shutil
+import sys
+
+import pytest
+
+from helpers import colab, config, notebooks, pipeline
+
+NOTEBOOKS = notebooks.numbered_notebooks()
+# the notebooks this change applied the cell to; the others get it from `python -m helpers.colab apply`
+APPLIED = [p for p in NOTEBOOKS if p.name[:2] in {"01", "02", "04", "05"}]
+
+
+def run_setup_cell(tmp_path, monkeypatch, environment: dict) -> dict:
+    """Execute the setup cell's code as a kernel would, in ``tmp_path``, with ``environment`` set."""
+    for key in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the cell may prepend the clone
+    namespace: dict = {}
+    exec(compile(colab.setup_cell(), "setup cell", "exec"), namespace)
+    return namespace
+
+
+def test_outside_colab_and_kaggle_the_cell_does_nothing(tmp_path, monkeypatch):
+    before = list(sys.path)
+    namespace = run_setup_cell(tmp_path, monkeypatch, {})
+    assert namespace["HOSTED"] is False
+    assert list(tmp_path.iterdir()) == [] and sys.path == before
+
+
+@pytest.mark.parametrize("variable", ["COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE"])
+def test_on_colab_or_kaggle_it_builds_the_install_command(tmp_path, monkeypatch, variable):
+    # a finished earlier install: the cell must not run the command again, only put the clone on the path
+    (tmp_path / "workbook").mkdir()
+    (tmp_path / "workbook" / ".installed").touch()
+    namespace = run_setup_cell(tmp_path, monkeypatch, {variable: "simulated"})
+    assert namespace["HOSTED"] is True
+    steps = [shlex.split(step) for step in namespace["SETUP"].split(" && ")]
+    python = sys.executable
+    assert steps == [
+        ["test", "-d", "workbook", "||", "git", "clone", "--depth", "1", colab.REPOSITORY_URL, "workbook"],
+        [python, "-m", "pip", "install", "--quiet", "-e", "./workbook"],
+        ["cd", "workbook"],
+        [python, "-m", "helpers.datasets"],  # what `make data` runs
+        ["touch", ".installed"],
+    ]
+    assert sys.path[0] == str(tmp_path / "workbook")
+    assert sorted(p.name for p in (tmp_path / "workbook").iterdir()) == [".installed"]  # nothing ran
+
+
+def test_the_cell_is_short_and_needs_nothing_from_the_workbook():
+    source = colab.setup_cell()
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"os", "subprocess", "sys"}  # helpers is not installed yet when it runs
+    assert len(source.splitlines()) <= 16 and colab.REPOSITORY_URL in source
+
+
+def test_badges_open_the_notebook_from_the_repository():
+    url = colab.colab_url("05_baseline_vit.ipynb")
+    owner_and_name = colab.REPOSITORY_URL.removeprefix("https://github.com/")
+    assert url == (
+        f"https://colab.research.google.com/github/{owner_and_name}/blob/{colab.BRANCH}"
+        "/notebooks/05_baseline_vit.ipynb"
+    )
+    kaggle = colab.kaggle_url("05_baseline_vit.ipynb")
+    assert kaggle.endswith(f"{owner_and_name}/blob/{colab.BRANCH}/notebooks/05_baseline_vit.ipynb")
+    assert url in colab.badges("05_baseline_vit.ipynb")
+
+
+@pytest.mark.parametrize("path", APPLIED, ids=[p.stem for p in APPLIED])
+def test_notebooks_open_with_badges_and_the_setup_cell(path):
+    assert colab.problems(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_apply_gives_every_notebook_a_cell_that_passes_the_house_rules(path, tmp_path):
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    colab.apply(copy)
+    assert colab.problems(copy) == [] and notebooks.problems(copy) == []
+    assert colab.apply(copy) is False  # applying twice changes nothing
+
+    def body(cells):  # all but the title cell and the setup cell
+        return [c for c in cells[1:] if colab.SETUP_TAG not in c["metadata"].get("tags", [])]
+
+    assert body(json.loads(copy.read_text())["cells"]) == body(json.loads(path.read_text())["cells"])
+
+
+def test_a_changed_setup_cell_or_a_stray_pip_install_is_reported(tmp_path):
+    copy = tmp_path / APPLIED[0].name
+    shutil.copy(APPLIED[0], copy)
+    notebook = json.loads(copy.read_text())
+    setup = next(c for c in notebook["cells"] if colab.SETUP_TAG in c["metadata"].get("tags", []))
+    setup["source"] = ["!pip install haversine"]
+    copy.write_text(json.dumps(notebook))
+    assert any("stale or misplaced Colab setup cell" in p for p in notebooks.problems(copy))
+    assert colab.problems(copy)
+
+
+def test_the_readme_links_every_notebook_and_shows_the_pipeline():
+    readme = (config.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        assert colab.colab_url(path) in readme, (
+            f"README lacks the Colab link of {path.name}: give it a row in the course table, "
+            "then run `python -m helpers.colab apply`"
+        )
+    assert pipeline.pipeline_mermaid() in readme
+
+
+def test_the_pipeline_names_every_notebook_once():
+    numbers = []
+    for numbers_of_step, _, _ in pipeline.STEPS:
+        first, _, last = numbers_of_step.partition("-")
+        numbers += list(range(int(first), int(last or first) + 1))
+    assert numbers == [int(p.name[:2]) for p in NOTEBOOKS]
+    figure = pipeline.pipeline_figure()
+    labels = [t.get_text() for t in figure.axes[0].texts]
+    assert all(any(label.startswith(f"{n} · {s}") for label in labels) for n, s, _ in pipeline.STEPS)
