@@ -39,9 +39,14 @@ data: $(DATA_FILES)
 $(DATA_FILES): | $(INSTALLED)
 	$(PY) -m helpers.datasets $(notdir $@)
 
-all: $(EXECUTED)
+all: $(EXECUTED) $(BUILD)/report.html
 	@echo "Executed notebooks, figures, maps, tables and models are in $(BUILD)/"
-	@if [ -f $(BUILD)/report.html ]; then echo "The report: $(BUILD)/report.html (and report.pdf)"; fi
+	@echo "The report: $(BUILD)/report.html (and report.pdf)"
+
+# Notebook 10 writes the report; written again after the last notebook, it also holds the
+# results of the notebooks after 10 (beyond the report, future work).
+$(BUILD)/report.html: $(EXECUTED) $(HELPERS)
+	@$(PY) -m helpers.report --profile $(PROFILE)
 
 # Each notebook reruns when it, the helpers or the notebook before it changed.
 $(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(INSTALLED) | $(DATA_FILES)

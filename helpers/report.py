@@ -1661,3 +1661,23 @@ def write_pdf(profile: str | dict) -> Path:
     with config.atomic_target(path) as temporary:
         render_pdf(document(build), *_title(build), temporary)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.report --profile NAME``: write the report of a build again.
+
+    ``make all`` calls it after the last notebook, so the report also holds the results of
+    the notebooks after 10 (beyond the report, future work).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write build/<profile>/report.html and report.pdf.")
+    parser.add_argument("--profile", default="default")
+    profile = parser.parse_args(argv).profile
+    for path in (write_html(profile), write_pdf(profile)):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
