@@ -482,6 +482,8 @@ def train_hybrid(
             "best_epoch": int(history["val_cells_accuracy"].idxmax()),
             "seed": profile["seed"],
             "overrides": profile["overrides"],
+            "image_source": profile["image_source"],
+            "pretrained": model.resolve_preset(profile),
             "train_images": len(train_rows),
             "seconds": seconds,
         },

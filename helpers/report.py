@@ -442,8 +442,9 @@ def judge_smaller_cells(build: dict):
     facts = build["facts"]
     label = f"{build['profile']['name']}: {build['data']}, test split"
     rho, p = facts.get("area_accuracy_spearman"), facts.get("area_accuracy_p")
-    if rho is None:
+    if "area_accuracy_spearman" not in facts:
         return "n/a", label, MISSING, "no area_accuracy_spearman in facts.json (notebook 08)"
+    rho, p = (math.nan if v is None else v for v in (rho, p))  # recorded, but undefined
     cells = facts.get("cells_tested")
     if not _finite(rho, p):
         return "ρ undefined", label, NOT_TESTABLE, "the accuracy is the same in every cell (nothing to rank)"
