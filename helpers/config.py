@@ -61,6 +61,16 @@ _COMMON = {
     "addresses_file": None,
 }
 
+# ViT-B/16 at 224 px, the architecture of google/vit-base-patch16-224 (mapillary and full)
+_VIT_B16 = {
+    "image_size": 224,
+    "patch_size": 16,
+    "vit_layers": 12,
+    "vit_width": 768,
+    "vit_heads": 12,
+    "vit_mlp_width": 3072,
+}
+
 PROFILES: dict[str, dict] = {
     "smoke": {
         **_COMMON,
@@ -124,12 +134,7 @@ PROFILES: dict[str, dict] = {
         "description": "free real photos (Mapillary, CC BY-SA), pretrained ViT-B/16, a free Colab/Kaggle GPU",
         "images_per_cell": 50,
         "image_source": "mapillary",
-        "image_size": 224,
-        "patch_size": 16,
-        "vit_layers": 12,
-        "vit_width": 768,
-        "vit_heads": 12,
-        "vit_mlp_width": 3072,
+        **_VIT_B16,
         "pretrained": "hf://google/vit-base-patch16-224",
         "epochs": 5,
         "batch_size": 32,
@@ -143,12 +148,7 @@ PROFILES: dict[str, dict] = {
         "description": "the report: 330 Street View images per cell, 224 px, pretrained ViT-B/16, GPU",
         "images_per_cell": 330,
         "image_source": "streetview",
-        "image_size": 224,
-        "patch_size": 16,
-        "vit_layers": 12,
-        "vit_width": 768,
-        "vit_heads": 12,
-        "vit_mlp_width": 3072,
+        **_VIT_B16,
         # Google's ViT-B/16 (ImageNet-21k pretraining, ImageNet-1k fine-tuning), named by the
         # report; the authors' final notebook loaded "hf://google/vit-base-patch16-224-in21k"
         "pretrained": "hf://google/vit-base-patch16-224",

@@ -354,9 +354,7 @@ def image_distance_loss(centroids, scale_km: float):
     """
     from keras import ops
 
-    centroids = np.asarray(centroids, dtype="float32")
-    if centroids.ndim != 2 or centroids.shape[1] != 2:
-        raise ValueError(f"centroids must be (n_cells, 2) (lat, lng) degrees, got shape {centroids.shape}.")
+    centroids = losses.checked_centroids(centroids)
     if scale_km <= 0:
         raise ValueError(f"scale_km must be a positive distance in km, got {scale_km}.")
 

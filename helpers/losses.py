@@ -156,6 +156,14 @@ def authors_code(distance_km, ce_weight: float = 1.0):
     return loss
 
 
+def checked_centroids(centroids) -> np.ndarray:
+    """``centroids`` as float32 (n_cells, 2) (lat, lng) degrees, or a clear error."""
+    centroids = np.asarray(centroids, dtype="float32")
+    if centroids.ndim != 2 or centroids.shape[1] != 2:
+        raise ValueError(f"centroids must be (n_cells, 2) (lat, lng) degrees, got shape {centroids.shape}.")
+    return centroids
+
+
 def haversine_km_to_cells(latlng, centroids):
     """Great-circle distances (km) from each (lat, lng) in ``latlng`` (batch, 2) to each centroid.
 
@@ -192,9 +200,7 @@ def haversine_smoothing(centroids, tau_km: float = 75.0):
     ``nn.CrossEntropyLoss`` with these targets, they are not renormalised, so an image with
     many cell centroids nearby weighs more. Needs labels of shape (batch, 3).
     """
-    centroids = np.asarray(centroids, dtype="float32")
-    if centroids.ndim != 2 or centroids.shape[1] != 2:
-        raise ValueError(f"centroids must be (n_cells, 2) (lat, lng) degrees, got shape {centroids.shape}.")
+    centroids = checked_centroids(centroids)
     if tau_km <= 0:
         raise ValueError(f"tau_km must be positive, got {tau_km}.")
 
