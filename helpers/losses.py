@@ -101,15 +101,21 @@ def expected_distance_squared(distance_km):
     return loss
 
 
-def distance_plus_cross_entropy(distance_km, ce_weight: float = 1.0):
-    """The report's equation (2): equation (1) plus ``ce_weight`` times cross-entropy."""
-    squared = expected_distance_squared(distance_km)
+def plus_cross_entropy(base, ce_weight: float, name: str):
+    """The loss ``base`` plus ``ce_weight`` times cross-entropy (lambda), named ``name``."""
 
     def loss(y_true, y_pred):
-        return squared(y_true, y_pred) + ce_weight * cross_entropy(y_true, y_pred)
+        return base(y_true, y_pred) + ce_weight * cross_entropy(y_true, y_pred)
 
-    loss.__name__ = "distance_plus_cross_entropy"
+    loss.__name__ = name
     return loss
+
+
+def distance_plus_cross_entropy(distance_km, ce_weight: float = 1.0):
+    """The report's equation (2): equation (1) plus ``ce_weight`` times cross-entropy."""
+    return plus_cross_entropy(
+        expected_distance_squared(distance_km), ce_weight, "distance_plus_cross_entropy"
+    )
 
 
 def log_distance(distance_km):
@@ -129,13 +135,7 @@ def log_distance(distance_km):
 
 def log_distance_plus_cross_entropy(distance_km, ce_weight: float = 1.0):
     """Equation (3) plus ``ce_weight`` times cross-entropy: the report's text suggests this is what ran."""
-    log = log_distance(distance_km)
-
-    def loss(y_true, y_pred):
-        return log(y_true, y_pred) + ce_weight * cross_entropy(y_true, y_pred)
-
-    loss.__name__ = "log_distance_plus_cross_entropy"
-    return loss
+    return plus_cross_entropy(log_distance(distance_km), ce_weight, "log_distance_plus_cross_entropy")
 
 
 def authors_code(distance_km, ce_weight: float = 1.0):
