@@ -437,12 +437,13 @@ def train_hybrid(
     val_data = _hybrid_data(val_rows, image_root, profile, batch=256)
     keras.utils.set_random_seed(profile["seed"])
     hybrid = build_hybrid(len(cells), profile)
-    steps = int(np.ceil(len(train_rows) / profile["batch_size"]))
+    steps = model.steps_per_epoch(len(train_rows), profile["batch_size"])
     hybrid.compile(
         optimizer=model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas),
         loss={"cells": cell_loss, "offsets": offset_loss(centroids_xy, reach)},
         loss_weights={"cells": 1.0, "offsets": offset_weight},
         metrics={"cells": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        jit_compile=model.jit_compile(profile),
     )
     folder = model.run_dir(profile, name)
     folder.mkdir(parents=True, exist_ok=True)

@@ -109,13 +109,22 @@ def run_experiment(
 
     keras.utils.set_random_seed(profile["seed"])
     classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone)
-    steps = int(np.ceil(len(train_rows) / batch))
+    steps = model.steps_per_epoch(len(train_rows), batch)
     optimizer = model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas)
     folder = model.run_dir(profile, name)
     objective = losses.make_loss(loss, distance_km, centroids=centroids, tau_km=tau_km, ce_weight=ce_weight)
     start = time.perf_counter()
     history = model.train(
-        classifier, train_data, val_data, folder, epochs, objective, distance_km, optimizer, verbose=verbose
+        classifier,
+        train_data,
+        val_data,
+        folder,
+        epochs,
+        objective,
+        distance_km,
+        optimizer,
+        verbose=verbose,
+        jit_compile=model.jit_compile(profile),
     )
     seconds = time.perf_counter() - start
 

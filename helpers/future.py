@@ -420,7 +420,7 @@ def train_network(
     val_data = model.image_dataset(val_rows, root, size, 256, cache_budget_gb=budget)
     keras.utils.set_random_seed(profile["seed"])
     network = build()
-    steps = int(np.ceil(len(train_rows) / batch))
+    steps = model.steps_per_epoch(len(train_rows), batch)
     optimizer = model.make_optimizer(
         profile, steps, epochs, warmup=BASELINE_SETTINGS["warmup"], betas=BASELINE_SETTINGS["betas"]
     )
@@ -433,10 +433,28 @@ def train_network(
             )
         train_data = multitask_targets(train_data, tree, places, list(network.output))
         val_data = multitask_targets(val_data, tree, places, list(network.output))
-        history = _fit_heads(network, train_data, val_data, folder, epochs, loss, optimizer, aux_weight)
+        history = _fit_heads(
+            network,
+            train_data,
+            val_data,
+            folder,
+            epochs,
+            loss,
+            optimizer,
+            aux_weight,
+            model.jit_compile(profile),
+        )
     else:
         history = model.train(
-            network, train_data, val_data, folder, epochs, loss, optimizer=optimizer, verbose=0
+            network,
+            train_data,
+            val_data,
+            folder,
+            epochs,
+            loss,
+            optimizer=optimizer,
+            verbose=0,
+            jit_compile=model.jit_compile(profile),
         )
     seconds = time.perf_counter() - start
     kept = model.load_model(folder, "best")
@@ -453,7 +471,9 @@ def train_network(
     }
 
 
-def _fit_heads(network, train_data, val_data, folder, epochs: int, loss, optimizer, aux_weight: float):
+def _fit_heads(
+    network, train_data, val_data, folder, epochs: int, loss, optimizer, aux_weight: float, jit_compile="auto"
+):
     """Compile and fit a network with several heads; keep the epoch of best validation cell top-1."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "history.csv").unlink(missing_ok=True)
@@ -475,6 +495,7 @@ def _fit_heads(network, train_data, val_data, folder, epochs: int, loss, optimiz
             "cells": losses.accuracy_metrics(),
             **{head: kinds[head]["metrics"]() for head in heads if head != "cells"},
         },
+        jit_compile=jit_compile,
     )
     callbacks = [
         keras.callbacks.CSVLogger(str(folder / "history.csv")),

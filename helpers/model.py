@@ -363,10 +363,24 @@ def image_dataset(
         data = data.cache()
     if training:
         data = data.shuffle(min(len(paths), 20_000), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size).map(lambda x, y: (tf.cast(x, "float32"), y))
+    # Training drops the last incomplete batch (different images each epoch, as the order is
+    # shuffled), so every step has one shape and a compiled step is traced once.
+    drop = training and len(paths) >= batch_size
+    data = data.batch(batch_size, drop_remainder=drop).map(lambda x, y: (tf.cast(x, "float32"), y))
     if augment is not None:
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over ``n_images``: full batches only (see :func:`image_dataset`)."""
+    return max(n_images // batch_size, 1)
+
+
+def jit_compile(profile: dict):
+    """The profile's ``jit_compile`` for ``Model.compile``; "auto" on the PyTorch backend, where
+    True would mean ``torch.compile``."""
+    return "auto" if keras.backend.backend() == "torch" else profile.get("jit_compile", "auto")
 
 
 def run_dir(profile: str | dict, name: str) -> Path:
@@ -385,13 +399,15 @@ def train(
     optimizer=None,
     verbose: int = 2,
     extra_callbacks=(),
+    jit_compile="auto",
 ) -> pd.DataFrame:
     """Compile and fit ``model``; return the per-epoch history (also in ``folder/history.csv``).
 
     Resumable: if ``folder/backup`` exists from an interrupted run, training continues after
     the last finished epoch instead of starting again. Saves ``best.keras``, the epoch with
     the highest validation top-1 accuracy (the rule that also ranks runs, see
-    ``experiments.best_run``), and ``last.keras``; stops on a NaN loss.
+    ``experiments.best_run``), and ``last.keras``; stops on a NaN loss. ``jit_compile``
+    goes to ``Model.compile`` (pass :func:`jit_compile` of the profile).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -403,7 +419,7 @@ def train(
     metrics = losses.accuracy_metrics() + (
         losses.distance_metrics(distance_km) if distance_km is not None else []
     )
-    model.compile(optimizer=optimizer or "adamw", loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer or "adamw", loss=loss, metrics=metrics, jit_compile=jit_compile)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
@@ -430,7 +446,7 @@ def predict(model, data) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (n, n_cells), true cells (n,)) over a dataset of (images, targets) batches."""
     probabilities, labels = [], []
     for batch_images, targets in data:
-        probabilities.append(np.asarray(model(batch_images, training=False)))
+        probabilities.append(np.asarray(model.predict_on_batch(batch_images)))
         targets = np.asarray(targets)
         labels.append((targets[:, 0] if targets.ndim == 2 else targets).astype(int))
     return np.concatenate(probabilities), np.concatenate(labels)

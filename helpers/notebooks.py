@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,15 @@ def strip(path: Path) -> bool:
     return False
 
 
+def kernels_peak_gb() -> float:
+    """The peak resident memory (GB) of the largest kernel this process has run so far.
+
+    ``make all`` starts one runner per notebook, so there it is that notebook's peak.
+    """
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             inside = output.is_relative_to(config.REPO_ROOT)
             shown = output.relative_to(config.REPO_ROOT) if inside else output
-            print(f"{Path(notebook).stem:<34} {args.profile:<8} {seconds:7.1f} s   {shown}", flush=True)
+            name, peak = Path(notebook).stem, kernels_peak_gb()
+            print(f"{name:<34} {args.profile:<8} {seconds:7.1f} s  {peak:4.1f} GB   {shown}", flush=True)
         return 0
     if args.command == "check":
         bad = {path: problems(path) for path in numbered_notebooks()}
