@@ -359,7 +359,8 @@ def image_dataset(
     data = tf.data.Dataset.from_tensor_slices((paths, labels_of(table))).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
-    if cache_fits(len(paths), size, cache_budget_gb):
+    cached = cache_fits(len(paths), size, cache_budget_gb)
+    if cached:
         data = data.cache()
     if training:
         data = data.shuffle(min(len(paths), 20_000), seed=seed, reshuffle_each_iteration=True)
@@ -369,7 +370,15 @@ def image_dataset(
     data = data.batch(batch_size, drop_remainder=drop).map(lambda x, y: (tf.cast(x, "float32"), y))
     if augment is not None:
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+    data = data.prefetch(tf.data.AUTOTUNE)
+    if cached:
+        # From memory the pipeline costs little, and tf.data's autotuner only adds threads that
+        # compete with the model for the CPU: on 2 cores, epochs took 2.8 s or 5 s at random
+        # with it and 2.8 s without (bench/run.py, "input autotuning" rows).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        data = data.with_options(options)
+    return data
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
