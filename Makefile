@@ -54,8 +54,11 @@ $(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(INSTALLED) | $(DATA_F
 $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
   $(eval $(word $(i),$(EXECUTED)): $(word $(shell expr $(i) - 1),$(EXECUTED))))
 
+# Two workers: the smoke and the rehearsal notebook series run side by side, each module whole
+# and in order on one worker, and the unit tests fill in. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(INSTALLED) $(DATA_FILES)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lab: $(INSTALLED) $(DATA_FILES)
 	$(VENV)/bin/jupyter lab notebooks/

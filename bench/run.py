@@ -114,6 +114,57 @@ def training_rows(locations, geography) -> list[tuple[str, str, str]]:
     return results
 
 
+def epoch_rows(locations, geography) -> list[tuple[str, str, str]]:
+    """Epoch times of a default-profile training run from files, with and without the two
+    settings that make ``make all`` fit in 20 minutes on 2 cores: XLA-compiled steps and
+    an input pipeline without tf.data's autotuner (``model.image_dataset`` turns it off when
+    the images are cached in memory)."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from helpers import images, losses, model
+
+    profile = config.get_profile("default")
+    size, batch, n, epochs = profile["image_size"], profile["batch_size"], 2048, 6
+    sample = locations.sample(n, random_state=2).reset_index(drop=True).assign(cell=lambda t: t.index % 129)
+    rows, reference = [], None
+    with tempfile.TemporaryDirectory() as folder:
+        table = images.render_synthetic(sample, Path(folder), geography, size=size, session_leak=0.5)
+        for label, jit, autotune in (
+            ("eager steps, autotuner on (Keras's CPU defaults)", False, True),
+            ("XLA steps, autotuner on", True, True),
+            ("XLA steps, autotuner off (the default profile)", True, False),
+        ):
+            data = model.image_dataset(table, Path(folder), size, batch, training=True)
+            options = tf.data.Options()
+            options.autotune.enabled = autotune
+            data = data.with_options(options)
+            keras.utils.set_random_seed(0)
+            classifier = model.build_classifier(129, profile)
+            classifier.compile(
+                model.make_optimizer(profile, n // batch, epochs), loss=losses.cross_entropy, jit_compile=jit
+            )
+            seconds = []
+            for _ in range(epochs):
+                start = time.perf_counter()
+                classifier.fit(data, epochs=1, verbose=0)
+                seconds.append(time.perf_counter() - start)
+            steady = np.array(seconds[1:])  # the first epoch compiles and fills the cache
+            reference = reference or float(np.median(steady))
+            rows.append(
+                (
+                    f"training epoch from files, default ViT: {label}",
+                    f"{n / np.median(steady):,.0f} images/s (median epoch {np.median(steady):.2f} s, "
+                    f"slowest {steady.max():.2f} s, first {seconds[0]:.1f} s)",
+                    f"{reference / np.median(steady):.2f}x the first row",
+                )
+            )
+            keras.backend.clear_session()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=config.REPO_ROOT / "build" / "bench.md")
@@ -177,6 +228,7 @@ def main() -> None:
         )
 
     rows.extend(training_rows(locations, geography))
+    rows.extend(epoch_rows(locations, geography))
 
     # sanity: both ways agree where the naive loop finds a polygon
     subset = locations.sample(500, random_state=0)

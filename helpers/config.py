@@ -99,7 +99,7 @@ PROFILES: dict[str, dict] = {
         "image_source": "synthetic",
         "image_size": 64,
         "patch_size": 8,
-        "vit_layers": 2,  # measured against 3 layers: the same top-1 (28 % vs 26 %) at 0.84x the time
+        "vit_layers": 2,  # against 3 layers (seed 0, 6 epochs): top-1 28 % vs 26 %, in 0.84x the time
         "vit_width": 64,
         "vit_heads": 4,
         "vit_mlp_width": 128,

@@ -374,7 +374,7 @@ def image_dataset(
     if cached:
         # From memory the pipeline costs little, and tf.data's autotuner only adds threads that
         # compete with the model for the CPU: on 2 cores, epochs took 2.8 s or 5 s at random
-        # with it and 2.8 s without (bench/run.py, "input autotuning" rows).
+        # with it and 2.8 s without (make bench, the "training epoch from files" rows).
         options = tf.data.Options()
         options.autotune.enabled = False
         data = data.with_options(options)

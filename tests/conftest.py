@@ -3,6 +3,17 @@ import pytest
 from helpers import config, datasets
 
 
+def pytest_collection_modifyitems(items):
+    """Modules that run notebooks first, each kept whole and in order.
+
+    ``make test`` runs modules on two workers (pytest-xdist, ``--dist loadfile``): the smoke
+    and the rehearsal series take longest, so they start at once, one per worker, and the
+    unit tests fill in after them.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("notebooks")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def data_files():
     """The real inputs, fetched (or found) and verified once per test session."""

@@ -1,8 +1,19 @@
-"""Every numbered notebook: house rules on the source, and a real run in the smoke profile."""
+"""Every numbered notebook: house rules on the source, a real run in the smoke profile, and its
+worked solutions run on that build.
+
+The solutions: every ```python block of solutions/NN_name.md runs in the smoke profile.
+A solutions file says which notebooks it reads ("... notebooks 02-04 in the build folder"),
+so the module first runs the notebooks up to the last of those in the smoke profile into a
+temporary build folder (as the notebook tests do), once, as far as the solutions need them.
+
+The two live in one module so that ``make test``, which runs modules on two workers
+(pytest-xdist, ``--dist loadfile``), runs them in order on one worker and one build.
+"""
 
 import json
 import re
 
+import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
@@ -106,3 +117,63 @@ def test_every_notebook_has_worked_solutions(path):
 def notebooks_markdown(path):
     cells = json.loads(path.read_text())["cells"]
     return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+# ---- worked solutions (solutions/NN_name.md), on the smoke build of the tests above ----
+SOLUTIONS = sorted((config.REPO_ROOT / "solutions").glob("[0-9][0-9]_*.md"))
+_BLOCK = re.compile(r"^```(python|py)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_PARAMETER = 'PROFILE = "default"  # as in the notebook\'s parameters cell\n'
+_NEEDS = re.compile(r"notebooks?\s+(?:\d\d-)?(\d\d)\s+in\s+the\s+build")
+
+
+def code_blocks(path) -> list[tuple[str, str]]:
+    """(fence language, code) of every fenced Python block in a solutions file, in order."""
+    return _BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def build_through(smoke_build_root):
+    """A function that runs the numbered notebooks up to a number in the smoke profile, once each.
+
+    The build is the session's smoke build: notebooks the notebook tests already ran there
+    are not run again.
+    """
+    root = smoke_build_root
+    done: set[str] = set()
+
+    def through(number: int) -> None:
+        for path in notebooks.numbered_notebooks():
+            executed = config.build_dir("smoke") / "notebooks" / path.name
+            if int(path.name[:2]) <= number and path.name not in done and not executed.exists():
+                notebooks.run_notebook(path, "smoke")
+            done.add(path.name)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBOOK_BUILD_DIR", str(root))
+        yield through
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_every_block_is_valid_python(path):
+    for number, (_, code) in enumerate(code_blocks(path), start=1):
+        compile(code, f"{path.name}, block {number}", "exec")
+
+
+RUNNABLE = [p for p in SOLUTIONS if any(lang == "python" for lang, _ in code_blocks(p))]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", RUNNABLE, ids=[p.stem for p in RUNNABLE])
+def test_solutions_run_in_the_smoke_profile(path, build_through):
+    blocks = [code for lang, code in code_blocks(path) if lang == "python"]
+    assert blocks[0].startswith(_PARAMETER), f"the first block of {path.name} must set PROFILE first"
+    # papermill's way: the parameter is replaced, everything else runs as written
+    blocks[0] = 'PROFILE = "smoke"\n' + blocks[0].removeprefix(_PARAMETER)
+    needs = _NEEDS.search(path.read_text(encoding="utf-8").split("```python")[0])
+    build_through(int(needs.group(1)) if needs else 0)
+    namespace = {"__name__": "__solution__"}
+    try:
+        for number, code in enumerate(blocks, start=1):
+            exec(compile(code, f"{path.name}, python block {number}", "exec"), namespace)
+    finally:
+        plt.close("all")
