@@ -373,8 +373,9 @@ def image_dataset(
     data = data.prefetch(tf.data.AUTOTUNE)
     if cached:
         # From memory the pipeline costs little, and tf.data's autotuner only adds threads that
-        # compete with the model for the CPU: on 2 cores, epochs took 2.8 s or 5 s at random
-        # with it and 2.8 s without (make bench, the "training epoch from files" rows).
+        # compete with the model for the CPU: in notebook 06's runs on 2 cores (4,491 training
+        # images and a validation pass each epoch) epochs took 2.8 s or 5 s at random with it,
+        # 2.8 s without. make bench's shorter runs do not show it (its last two rows).
         options = tf.data.Options()
         options.autotune.enabled = False
         data = data.with_options(options)

@@ -175,6 +175,52 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
     assert np.asarray(reloaded(np.zeros((1, 32, 32, 3), dtype="float32"))).shape == (1, 3)
 
 
+def test_training_batches_are_full_and_validation_keeps_every_image(tmp_path):
+    table = tiny_image_set(tmp_path, per_cell=7)  # 21 images: two full batches of 8, 5 left over
+    training = [len(x) for x, _ in model.image_dataset(table, tmp_path, 32, 8, training=True)]
+    assert training == [8, 8] and len(training) == model.steps_per_epoch(len(table), 8)
+    validation = [len(x) for x, _ in model.image_dataset(table, tmp_path, 32, 8)]
+    assert validation == [8, 8, 5]
+    # a set smaller than one batch still trains, on one short batch
+    assert [len(x) for x, _ in model.image_dataset(table.head(5), tmp_path, 32, 8, training=True)] == [5]
+    assert model.steps_per_epoch(5, 8) == 1
+
+
+def test_the_autotuner_is_off_only_for_cached_pipelines(tmp_path):
+    table = tiny_image_set(tmp_path)
+    cached = model.image_dataset(table, tmp_path, 32, 8, training=True, cache_budget_gb=1.0)
+    streamed = model.image_dataset(table, tmp_path, 32, 8, training=True, cache_budget_gb=0.0)
+    assert cached.options().autotune.enabled is False
+    assert streamed.options().autotune.enabled is not False  # decoding from disk keeps it
+
+
+def test_xla_compiled_training_matches_uncompiled(tmp_path):
+    table = tiny_image_set(tmp_path / "images")
+    histories = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        # a fresh pipeline each time: a shuffled dataset draws a new order on every pass
+        data = model.image_dataset(table, tmp_path / "images", 32, 8, training=True)
+        classifier = model.build_classifier(3, PROFILE)
+        optimizer = model.make_optimizer(PROFILE, model.steps_per_epoch(len(table), 8), 2)
+        histories[jit] = model.train(
+            classifier,
+            data,
+            data,
+            tmp_path / f"run_{jit}",
+            2,
+            losses.cross_entropy,
+            optimizer=optimizer,
+            verbose=0,
+            jit_compile=jit,
+        )
+    # the same steps on the same batches: only the order of floating-point operations differs
+    for column in ("loss", "val_loss"):
+        assert np.allclose(histories[True][column], histories[False][column], rtol=1e-3)
+    # the laptop profile compiles with XLA; the tiny CI runs leave it to Keras (no XLA on a CPU)
+    assert model.jit_compile(config.get_profile("default")) is True and model.jit_compile(PROFILE) == "auto"
+
+
 def test_unreadable_images_are_left_out(tmp_path):
     table = tiny_image_set(tmp_path, n_cells=1, per_cell=4)
     (tmp_path / table["image_path"][0]).write_bytes(b"not a png")
