@@ -425,6 +425,7 @@ def train_network(
         profile, steps, epochs, warmup=BASELINE_SETTINGS["warmup"], betas=BASELINE_SETTINGS["betas"]
     )
     folder = model.run_dir(profile, name)
+    jit = model.jit_compile(profile)
     start = time.perf_counter()
     if isinstance(network.output, dict):
         if places is None or tree is None:
@@ -433,17 +434,7 @@ def train_network(
             )
         train_data = multitask_targets(train_data, tree, places, list(network.output))
         val_data = multitask_targets(val_data, tree, places, list(network.output))
-        history = _fit_heads(
-            network,
-            train_data,
-            val_data,
-            folder,
-            epochs,
-            loss,
-            optimizer,
-            aux_weight,
-            model.jit_compile(profile),
-        )
+        history = _fit_heads(network, train_data, val_data, folder, epochs, loss, optimizer, aux_weight, jit)
     else:
         history = model.train(
             network,
@@ -454,7 +445,7 @@ def train_network(
             loss,
             optimizer=optimizer,
             verbose=0,
-            jit_compile=model.jit_compile(profile),
+            jit_compile=jit,
         )
     seconds = time.perf_counter() - start
     kept = model.load_model(folder, "best")

@@ -359,9 +359,15 @@ def image_dataset(
     data = tf.data.Dataset.from_tensor_slices((paths, labels_of(table))).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
-    cached = cache_fits(len(paths), size, cache_budget_gb)
-    if cached:
-        data = data.cache()
+    if cache_fits(len(paths), size, cache_budget_gb):
+        # From memory the pipeline costs little, and tf.data's autotuner only adds threads that
+        # compete with the model for the CPU: in notebook 06's runs on 2 cores (4,491 training
+        # images and a validation pass each epoch) epochs took 2.8 s or 5 s at random with it,
+        # 2.8 s without. make bench's shorter runs do not show it (its last two rows). The
+        # option holds for the whole pipeline, wherever it is set.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        data = data.cache().with_options(options)
     if training:
         data = data.shuffle(min(len(paths), 20_000), seed=seed, reshuffle_each_iteration=True)
     # Training drops the last incomplete batch (different images each epoch, as the order is
@@ -370,16 +376,7 @@ def image_dataset(
     data = data.batch(batch_size, drop_remainder=drop).map(lambda x, y: (tf.cast(x, "float32"), y))
     if augment is not None:
         data = data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    data = data.prefetch(tf.data.AUTOTUNE)
-    if cached:
-        # From memory the pipeline costs little, and tf.data's autotuner only adds threads that
-        # compete with the model for the CPU: in notebook 06's runs on 2 cores (4,491 training
-        # images and a validation pass each epoch) epochs took 2.8 s or 5 s at random with it,
-        # 2.8 s without. make bench's shorter runs do not show it (its last two rows).
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        data = data.with_options(options)
-    return data
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
