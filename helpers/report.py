@@ -7,9 +7,10 @@ the original report's own published ones (:data:`PUBLISHED`, each with the secti
 report it is printed in); the text always labels them as the report's.
 
 One document, two renderings: :func:`document` returns a list of blocks (headings,
-paragraphs, tables, figures, links); :func:`write_html` renders them as one self-contained
-HTML file (figures embedded, maps linked relatively) and :func:`write_pdf` as an A4 PDF
-with a table of contents, laid out with matplotlib alone.
+paragraphs, tables, figures, links, equations); :func:`write_html` renders them through a
+Jinja2 template as one self-contained HTML file (figures embedded, maps linked relatively;
+``helpers.report_html``) and :func:`write_pdf` as an A4 PDF typeset by Typst, with a
+contents page (``helpers.report_typst``).
 
 The scorecard (:func:`scorecard`) gives each claim of the report a verdict by a rule written
 down in :data:`CLAIMS`: "reproduced", "not reproduced", "not testable" (these data cannot
@@ -18,10 +19,7 @@ test it) or "missing" (the build lacks the rows; a notebook has not run).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import functools
-import html
 import json
 import math
 import re
@@ -31,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, experiments, metrics
+from helpers.report_html import render_html
+from helpers.report_typst import render_pdf
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, MISSING = "reproduced", "not reproduced", "not testable", "missing"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, MISSING)
@@ -939,6 +939,75 @@ def _method_section(build: dict) -> list[tuple]:
             "one number use the thresholds listed with Table 1. A claim is not testable when these data "
             "cannot test it, and missing when the build lacks the rows it needs."
         ),
+        *_losses_section(build),
+    ]
+
+
+# The report's losses of its §3.3 as Typst maths, in its order (its equations 1-3), then the loss of
+# the authors' notebook and PIGEON's (notebook 07 trains each; helpers/losses.py implements them).
+LOSS_EQUATIONS = [
+    {
+        "typst": 'cal(L)_"dist" = (sum_(i=1)^n p_i thin d(i, t))^2',
+        "text": "L_dist = (sum_i p_i d(i, t))^2",
+        "explanation": "The report's equation (1): the expected distance to the true cell, squared "
+        "(expected_distance_squared).",
+    },
+    {
+        "typst": 'cal(L) = cal(L)_"dist" + lambda thin cal(L)_"CE", quad cal(L)_"CE" = -log p_t',
+        "text": "L = L_dist + lambda L_CE, L_CE = -log p_t",
+        "explanation": "The report's equation (2): equation (1) plus cross-entropy, weighted by lambda "
+        "(distance_plus_cross_entropy).",
+    },
+    {
+        "typst": 'cal(L)_"dist" = sum_(i=1)^n -log(1 - p_i) thin d(i, t)',
+        "text": "L_dist = sum_i -log(1 - p_i) d(i, t)",
+        "explanation": "The report's equation (3): confident probability on a far cell costs most, the true "
+        "cell nothing (log_distance; with cross-entropy added, log_distance_plus_cross_entropy).",
+    },
+    {
+        "typst": 'cal(L) = (sum_(i=1)^n p_i thin d(i, t) + 1)^2 + lambda thin cal(L)_"CE"',
+        "text": "L = (sum_i p_i d(i, t) + 1)^2 + lambda L_CE",
+        "explanation": "The loss of the authors' notebook (authors_code): unlike equation (1), the expected "
+        "distance also enters linearly, so its gradient does not vanish as the distance gets small.",
+    },
+    {
+        "typst": "cal(L) = -sum_(i=1)^n q_i log p_i, quad "
+        "q_i = exp(-(D(g_i, x) - min_j D(g_j, x)) / tau)",
+        "text": "L = -sum_i q_i log p_i, q_i = exp(-(D(g_i, x) - min_j D(g_j, x)) / tau)",
+        "explanation": "Beyond the report: PIGEON's haversine smoothing (haversine_smoothing), with x the "
+        "image's own location, g_i the centroid of cell i and D the haversine distance in km.",
+    },
+]
+
+
+def _losses_section(build: dict) -> list[tuple]:
+    """§2.5: the distance-aware losses of the report's §3.3 as equations, with this build's settings."""
+    runs = build["runs"]
+    trained = sorted(name for name in runs if name.startswith("loss_"))
+    weights = sorted({runs[name].get("ce_weight") for name in trained} - {None})
+    tau = next((runs[name]["tau_km"] for name in trained if runs[name].get("tau_km")), None)
+    settings = []
+    if weights:
+        settings.append("lambda = " + ", ".join(f"{w:g}" for w in weights))
+    if tau:
+        settings.append(f"tau = {tau:g} km")
+    here = (
+        f"This build trained {_plural(len(trained), 'run')} with them ({', '.join(trained)}; "
+        + ("; ".join(settings) or "settings not recorded")
+        + "), listed in Table 4."
+        if trained
+        else "This build has no runs with them (notebook 07 has not run)."
+    )
+    return [
+        _h(2, "2.5 The distance-aware losses"),
+        _p(
+            "The report's §3.3 puts the distance between cells into the loss. Below, p_i is the model's "
+            "probability of cell i among the n cells, t the true cell, and d(i, t) the distance between the "
+            "centroids of cells i and t, divided by the largest such distance (the authors' notebook does so "
+            "before training; the report's equations leave the scale open). Cross-entropy is weighted by "
+            f"lambda, 1 in the report. {here}"
+        ),
+        ("equations", LOSS_EQUATIONS),
     ]
 
 
@@ -1215,7 +1284,7 @@ def _discussion(card: pd.DataFrame, build: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTML
+# Rendering: HTML through the Jinja2 template (helpers.report_html), PDF through Typst (helpers.report_typst)
 
 
 def _title(build: dict) -> tuple[str, str]:
@@ -1224,96 +1293,6 @@ def _title(build: dict) -> tuple[str, str]:
         "Image geolocation in Denmark with Vision Transformers, regenerated",
         f"A reproduction of Csizmadia and Głowaczewski (2023) by the workbook. Profile {settings['name']}: "
         f"{settings['description']}. Built {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-    )
-
-
-def _html_text(text: str) -> str:
-    # a break opportunity after underscores and slashes, so long names wrap instead of overflowing
-    return html.escape(str(text)).replace("_", "_<wbr>").replace("/", "/<wbr>")
-
-
-def _anchor(text: str) -> str:
-    return "s-" + re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def _column_shares(table: pd.DataFrame) -> list[float]:
-    """Relative column widths from the length of their contents (long free text gets more)."""
-    lengths = [
-        max([len(str(c)), *(min(len(str(v)), 60) for v in table[c])]) if len(table) else len(str(c))
-        for c in table
-    ]
-    weights = [max(6, length) for length in lengths]
-    return [w / sum(weights) for w in weights]
-
-
-def render_html(blocks: list[tuple], title: str, subtitle: str) -> str:
-    """The blocks of :func:`document` as one HTML page (figures embedded as base64 PNG)."""
-    toc, body = [], []
-    for block in blocks:
-        kind = block[0]
-        if kind == "heading":
-            _, level, text = block
-            anchor = _anchor(text)
-            toc.append(f"<li class='toc{level}'><a href='#{anchor}'>{html.escape(text)}</a></li>")
-            body.append(f"<h{level + 1} id='{anchor}'>{html.escape(text)}</h{level + 1}>")
-        elif kind == "paragraph":
-            body.append(f"<p>{_html_text(block[1])}</p>")
-        elif kind == "bullets":
-            body.append("<ul>" + "".join(f"<li>{_html_text(t)}</li>" for t in block[1]) + "</ul>")
-        elif kind == "table":
-            _, table, caption = block
-            shares = _column_shares(table)
-            cols = "".join(f"<col style='width:{100 * s:.1f}%'>" for s in shares)
-            head = "".join(f"<th>{_html_text(c)}</th>" for c in table.columns)
-            rows = []
-            for record in table.itertuples(index=False):
-                cells = []
-                for column, value in zip(table.columns, record, strict=True):
-                    css = f" class='v-{str(value).replace(' ', '-')}'" if column == "verdict" else ""
-                    cells.append(f"<td{css}>{_html_text(value)}</td>")
-                rows.append("<tr>" + "".join(cells) + "</tr>")
-            body.append(
-                f"<table><caption>{_html_text(caption)}</caption><colgroup>{cols}</colgroup>"
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            )
-        elif kind == "figure":
-            _, path, label, caption = block
-            encoded = base64.b64encode(Path(path).read_bytes()).decode()
-            body.append(
-                f"<figure><img src='data:image/png;base64,{encoded}' alt='{html.escape(label)}'>"
-                f"<figcaption><b>{html.escape(label)}.</b> {_html_text(caption)}</figcaption></figure>"
-            )
-        elif kind == "links":
-            items = "".join(
-                f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>" for text, href in block[1]
-            )
-            body.append(f"<ul>{items}</ul>")
-        else:
-            raise ValueError(
-                f"Unknown block kind {kind!r}; known: heading, paragraph, bullets, table, figure, links."
-            )
-    style = (
-        "body{font-family:Georgia,'DejaVu Serif',serif;max-width:62em;margin:auto;padding:1em 2em;"
-        "line-height:1.5;color:#222}h1{font-size:1.7em;margin-bottom:0.2em}.sub{color:#555}"
-        "nav{background:#f6f6f6;padding:0.5em 1.5em;margin:1em 0}nav ul{list-style:none;padding-left:0}"
-        ".toc2{padding-left:1.5em}table{border-collapse:collapse;width:100%;table-layout:fixed;"
-        "font-family:'DejaVu Sans',Arial,sans-serif;font-size:0.8em;margin:0.5em 0 1.5em}"
-        "caption{caption-side:top;text-align:left;font-style:italic;padding:0.3em 0}"
-        "th,td{border-bottom:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;"
-        "overflow-wrap:anywhere;word-wrap:break-word}th{background:#eee}"
-        "figure{margin:1.5em 0}figure img{display:block;margin:auto;max-width:100%;max-height:85vh;"
-        "width:auto;height:auto;border:1px solid #eee}"
-        "figcaption{font-size:0.9em;color:#333}"
-        ".v-reproduced{background:#dff0d8}.v-not-reproduced{background:#f8d7d3}"
-        ".v-not-testable{background:#eeeeee}.v-missing{background:#fff3cd}"
-        "@media print{nav{display:none}figure{break-inside:avoid}}"
-    )
-    return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='sub'>{html.escape(subtitle)}</p>"
-        f"<nav><b>Contents</b><ul>{''.join(toc)}</ul></nav>{''.join(body)}</body></html>"
     )
 
 
@@ -1327,336 +1306,8 @@ def write_html(profile: str | dict) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------
-# PDF: an A4 layout with matplotlib alone (positions in inches from the top-left corner)
-
-A4_INCHES = (8.27, 11.69)
-_MARGIN = 0.8
-_TEXT_WIDTH = A4_INCHES[0] - 2 * _MARGIN
-_BOTTOM = A4_INCHES[1] - _MARGIN
-_COLOURS = {REPRODUCED: "#dff0d8", NOT_REPRODUCED: "#f8d7d3", NOT_TESTABLE: "#eeeeee", MISSING: "#fff3cd"}
-
-
-@functools.lru_cache(maxsize=20_000)
-def _width(text: str, size: float, bold: bool = False) -> float:
-    """Width of ``text`` in inches, set in the default sans-serif font at ``size`` points."""
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextToPath
-
-    prop = FontProperties(size=size, weight="bold" if bold else "normal")
-    # 3 % slack: viewers and printers hint small text a little wider than its outline metrics
-    return 1.03 * TextToPath().get_text_width_height_descent(text, prop, ismath=False)[0] / 72
-
-
-def _pieces(word: str) -> list[str]:
-    """A long word split after _ / , ( = - so that names break at their joints."""
-    return [piece for piece in re.split(r"(?<=[_/,(=-])", word) if piece]
-
-
-def wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
-    """Lines of ``text`` no wider than ``width`` inches at ``size`` points; long words are broken,
-    at their joints first, never cut off."""
-    lines = []
-    for paragraph in str(text).split("\n"):
-        line = ""
-        for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if _width(candidate, size, bold) <= width:
-                line = candidate
-                continue
-            if line:
-                lines.append(line)
-                line = ""
-            for piece in _pieces(word) if _width(word, size, bold) > width else [word]:
-                if _width(line + piece, size, bold) <= width:
-                    line += piece
-                    continue
-                if line:
-                    lines.append(line)
-                    line = ""
-                while len(piece) > 1 and _width(piece, size, bold) > width:  # wider than the column: cut
-                    cut = 1
-                    while cut < len(piece) - 1 and _width(piece[: cut + 1], size, bold) <= width:
-                        cut += 1
-                    lines.append(piece[:cut])
-                    piece = piece[cut:]
-                line = piece
-        lines.append(line)
-    return lines
-
-
-def _table_widths(table: pd.DataFrame, size: float, available: float, pad: float) -> list[float]:
-    """Column widths (inches) summing to ``available``: natural widths when they fit, else each
-    column at least as wide as its longest unbreakable piece, the rest shared by need."""
-    texts = [[str(c), *map(str, table[c])] for c in table.columns]
-    natural = [max(_width(t, size, i == 0) for i, t in enumerate(column)) + pad for column in texts]
-    smallest = [  # header words stay whole; cells may break at the joints of their words
-        min(
-            max(
-                _width(piece, size, i == 0)
-                for i, text in enumerate(column)
-                for word in text.split(" ")
-                for piece in ([word] if i == 0 else _pieces(word))
-            )
-            + pad,
-            available / 3,
-        )
-        for column in texts
-    ]
-    if sum(natural) <= available:
-        return [w * available / sum(natural) for w in natural]
-    if sum(smallest) >= available:
-        return [w * available / sum(smallest) for w in smallest]
-    spare, need = available - sum(smallest), [n - s for n, s in zip(natural, smallest, strict=True)]
-    return [s + spare * n / sum(need) for s, n in zip(smallest, need, strict=True)]
-
-
-def _layout(blocks: list[tuple], first_page: int) -> tuple[list[list[tuple]], list[tuple]]:
-    """Place the blocks on A4 pages: (pages of drawing operations, table of contents entries).
-
-    Operations: ("text", x, y, string, size, bold, url), ("line", x0, y0, x1, y1),
-    ("rect", x, y, w, h, colour), ("image", path, x, y, w, h); a page that starts with
-    ("landscape",) is turned, and holds the wide figures (more than 2.4 times as wide as high),
-    which would be too small to read across a portrait page. Pages are numbered from
-    ``first_page`` in the contents.
-    """
-    import matplotlib.image as mpimg
-
-    pages: list[list[tuple]] = [[]]
-    toc: list[tuple] = []
-    y = _MARGIN
-    pending = None  # the last heading, while nothing follows it: it moves with a wide figure
-
-    def landscape() -> bool:
-        return pages[-1][:1] == [("landscape",)]
-
-    def text_width() -> float:
-        return A4_INCHES[1 if landscape() else 0] - 2 * _MARGIN
-
-    def bottom() -> float:
-        return A4_INCHES[0 if landscape() else 1] - _MARGIN
-
-    def new_page(turned: bool = False):
-        nonlocal y
-        pages.append([("landscape",)] if turned else [])
-        y = _MARGIN
-
-    def room(height):
-        if y + height > bottom() and y > _MARGIN:
-            new_page(landscape())
-
-    def text_lines(lines, size, x=_MARGIN, bold=False, url=None):
-        nonlocal y
-        step = size * 1.38 / 72
-        for line in lines:
-            room(step)
-            pages[-1].append(("text", x, y, line, size, bold, url))
-            y += step
-
-    def heading(level, text):
-        nonlocal y, pending
-        size = 15 if level == 1 else 12
-        if level == 1 and y > _MARGIN + 4:  # a main section starts a new page unless the page is fresh
-            new_page()
-        room(size * 1.4 / 72 + 0.8)  # keep a heading with what follows
-        pending = (level, text, len(pages), len(pages[-1]), y, len(toc))
-        y += 0.12
-        toc.append((level, text, len(pages) - 1 + first_page))
-        text_lines(wrap(text, text_width(), size, True), size, bold=True)
-        y += 0.06
-
-    def figure(path, label, caption):
-        nonlocal y, pending
-        image = mpimg.imread(path)
-        aspect = image.shape[1] / image.shape[0]
-        if (aspect > 2.4) != landscape():
-            moved = pending if pending and pending[2] == len(pages) else None
-            if moved:  # take the heading along instead of leaving it alone at the foot of the page
-                del pages[-1][moved[3] :], toc[moved[5] :]
-                y = moved[4]
-            if len(pages[-1]) > int(landscape()):
-                new_page(aspect > 2.4)
-            elif aspect > 2.4:
-                pages[-1].insert(0, ("landscape",))
-            else:
-                pages[-1] = []
-            if moved:
-                heading(moved[0], moved[1])
-        pending = None
-        width = text_width()
-        height = width / aspect
-        largest = (bottom() - _MARGIN) * (0.38 if landscape() else 0.62)  # landscape: two to a page
-        if height > largest:  # a tall figure: as high as fits beside its caption, narrower
-            width, height = largest * aspect, largest
-        caption_lines = wrap(f"{label}. {caption}", text_width(), 8.5)
-        room(height + len(caption_lines) * 8.5 * 1.38 / 72 + 0.1)
-        pages[-1].append(("image", path, _MARGIN + (text_width() - width) / 2, y, width, height))
-        y += height + 0.08
-        text_lines(caption_lines, 8.5)
-        y += 0.2
-
-    def table_block(table, caption):
-        nonlocal y
-        text_lines(wrap(caption, _TEXT_WIDTH, 9, True), 9, bold=True)
-        y += 0.04
-        size = 7.5 if len(table.columns) <= 6 else 6.8
-        pad = 0.08
-        widths = _table_widths(table, size, _TEXT_WIDTH, pad)
-        step = size * 1.3 / 72
-
-        def cell_lines(values, bold):
-            return [wrap(str(v), w - pad, size, bold) for v, w in zip(values, widths, strict=True)]
-
-        def draw_row(lines, bold, colours):
-            nonlocal y
-            height = max(len(cell) for cell in lines) * step + 0.05
-            if y + height > bottom():  # a row that does not fit goes on, under a repeated header
-                new_page()
-                if not bold:
-                    draw_row(cell_lines(table.columns, True), True, ["#e8e8e8"] * len(widths))
-            x = _MARGIN
-            for cell, width, colour in zip(lines, widths, colours, strict=True):
-                if colour:
-                    pages[-1].append(("rect", x, y, width, height, colour))
-                for number, line in enumerate(cell):
-                    pages[-1].append(("text", x + pad / 2, y + 0.025 + number * step, line, size, bold, None))
-                x += width
-            y += height
-            pages[-1].append(("line", _MARGIN, y, _MARGIN + _TEXT_WIDTH, y))
-
-        draw_row(cell_lines(table.columns, True), True, ["#e8e8e8"] * len(widths))
-        for record in table.itertuples(index=False):
-            colours = [
-                _COLOURS.get(v) if c == "verdict" else None
-                for c, v in zip(table.columns, record, strict=True)
-            ]
-            draw_row(cell_lines(record, False), False, colours)
-        y += 0.2
-
-    for block in blocks:
-        kind = block[0]
-        if kind == "figure":
-            figure(*block[1:])
-            continue
-        if landscape():  # text goes on portrait pages
-            new_page()
-        if kind == "heading":
-            heading(*block[1:])
-            continue
-        pending = None
-        if kind == "paragraph":
-            text_lines(wrap(block[1], _TEXT_WIDTH, 10), 10)
-            y += 0.1
-        elif kind == "bullets":
-            for item in block[1]:
-                room(9 * 1.38 / 72)
-                pages[-1].append(("text", _MARGIN + 0.05, y, "•", 9, False, None))
-                text_lines(wrap(item, _TEXT_WIDTH - 0.25, 9), 9, x=_MARGIN + 0.25)
-                y += 0.04
-            y += 0.08
-        elif kind == "links":
-            for text, href in block[1]:
-                text_lines([f"{text}: {href}"], 9.5, x=_MARGIN + 0.25, url=href)
-            y += 0.1
-        elif kind == "table":
-            table_block(*block[1:])
-        else:
-            raise ValueError(
-                f"Unknown block kind {kind!r}; known: heading, paragraph, bullets, table, figure, links."
-            )
-    return pages, toc
-
-
-def _contents(title: str, subtitle: str, toc: list[tuple]) -> list[list[tuple]]:
-    """The front page(s): title, subtitle and the table of contents with page numbers."""
-    front: list[list[tuple]] = [[]]
-    y = _MARGIN
-    for line in wrap(title, _TEXT_WIDTH, 18, True):
-        front[-1].append(("text", _MARGIN, y, line, 18, True, None))
-        y += 18 * 1.35 / 72
-    y += 0.1
-    for line in wrap(subtitle, _TEXT_WIDTH, 10):
-        front[-1].append(("text", _MARGIN, y, line, 10, False, None))
-        y += 10 * 1.4 / 72
-    y += 0.3
-    front[-1].append(("text", _MARGIN, y, "Contents", 13, True, None))
-    y += 0.35
-    for level, text, page in toc:
-        if y > _BOTTOM - 0.2:
-            front.append([])
-            y = _MARGIN
-        indent, size = (0, 10.5) if level == 1 else (0.3, 9.5)
-        front[-1].append(("text", _MARGIN + indent, y, text, size, level == 1, None))
-        front[-1].append(("pagenumber", _MARGIN + _TEXT_WIDTH, y, str(page), size))
-        y += size * 1.6 / 72
-    return front
-
-
-def render_pdf(blocks: list[tuple], title: str, subtitle: str, path: Path) -> int:
-    """Write the blocks of :func:`document` to ``path`` as an A4 PDF: title page with the table of
-    contents, then the content. Returns the number of pages."""
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    contents_pages = 1
-    while True:  # lay out until the contents' own length agrees with the page numbers it lists
-        pages, toc = _layout(blocks, first_page=contents_pages + 1)
-        front = _contents(title, subtitle, toc)
-        if len(front) == contents_pages:
-            break
-        contents_pages = len(front)
-    everything = front + pages
-    with PdfPages(path, metadata={"Title": title, "Subject": subtitle}) as pdf:
-        for number, operations in enumerate(everything, start=1):
-            figure = draw_page(operations, f"{number} / {len(everything)}")
-            pdf.savefig(figure)
-            plt.close(figure)
-    return len(everything)
-
-
-def draw_page(operations: list[tuple], footer: str = ""):
-    """One A4 page of :func:`_layout`'s drawing operations as a matplotlib figure."""
-    import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
-
-    width, height = A4_INCHES[::-1] if operations[:1] == [("landscape",)] else A4_INCHES
-    figure = plt.figure(figsize=(width, height))
-    for operation in operations:
-        kind = operation[0]
-        if kind == "text":
-            _, x, top, string, size, bold, url = operation
-            figure.text(
-                x / width,
-                1 - top / height,
-                string.replace("$", r"\$"),  # a dollar sign is text here, not mathematics
-                fontsize=size,
-                fontweight="bold" if bold else "normal",
-                va="top",
-                url=url,
-                color="#1a4f8b" if url else "black",
-            )
-        elif kind == "pagenumber":
-            _, x, top, string, size = operation
-            figure.text(x / width, 1 - top / height, string, fontsize=size, va="top", ha="right")
-        elif kind == "line":
-            _, x0, y0, x1, y1 = operation
-            xs, ys = [x0 / width, x1 / width], [1 - y0 / height, 1 - y1 / height]
-            figure.add_artist(plt.Line2D(xs, ys, lw=0.4, color="#999999"))
-        elif kind == "rect":
-            _, x, top, w, h, colour = operation
-            corner = (x / width, 1 - (top + h) / height)
-            figure.add_artist(plt.Rectangle(corner, w / width, h / height, color=colour, lw=0))
-        elif kind == "image":
-            _, image_path, x, top, w, h = operation
-            axes = figure.add_axes([x / width, 1 - (top + h) / height, w / width, h / height])
-            axes.imshow(mpimg.imread(image_path))
-            axes.set_axis_off()
-    figure.text(0.5, 0.35 / height, footer, fontsize=8, ha="center", color="#666666")
-    return figure
-
-
 def write_pdf(profile: str | dict) -> Path:
-    """Write ``build/<profile>/report.pdf`` (A4, with a table of contents) and return its path."""
+    """Write ``build/<profile>/report.pdf`` (A4, typeset by Typst, a contents page) and return its path."""
     build = load_build(profile)
     path = build["root"] / "report.pdf"
     with config.atomic_target(path) as temporary:

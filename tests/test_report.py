@@ -1,14 +1,19 @@
-"""The regenerated report: the scorecard's verdicts on hand-made builds, and both renderings."""
+"""The regenerated report: the scorecard's verdicts on hand-made builds, and both renderings
+(HTML through the Jinja2 template, PDF through Typst)."""
 
 import json
 import re
-from html import escape
+import shutil
+import subprocess
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import typst
+from markupsafe import escape
 
-from helpers import config, metrics, plots, report
+from helpers import config, metrics, plots, report, report_html, report_typst
 
 DATA = "synthetic images"  # experiments.data_label("smoke")
 
@@ -162,64 +167,169 @@ def test_absolute_numbers_are_judged_on_real_photos(isolated_build):
     assert found[12] == found[13] == "not testable"  # photos carry no sky masks and no second capture day
 
 
-def test_wrap_breaks_long_names_at_their_joints_and_never_drops_a_letter():
-    name = "best run (loss_expected_distance_squared), new capture day"
-    lines = report.wrap(name, 0.6, 8)
-    assert len(lines) > 2 and "".join(lines).replace(" ", "") == name.replace(" ", "")
-    assert all(report._width(line, 8) <= 0.6 for line in lines)
-    assert report.wrap("x" * 80, 0.3, 8) and "".join(report.wrap("x" * 80, 0.3, 8)) == "x" * 80
-
-
-def fake_figure(profile, name):
-    fig, ax = plt.subplots(figsize=(8, 3))
+def fake_figure(profile, name, size=(8, 3)):
+    fig, ax = plt.subplots(figsize=size)
     ax.plot([0, 1], [0, 1])
     plots.save_figure(fig, config.output_dir(profile, "figures") / name)
     plt.close(fig)
 
 
-def test_html_is_one_file_with_the_report_s_sections(complete_build):
-    for name in ("fig01_locations_per_municipality.png", "fig08_confusion.png", "fig11a_retrieval.png"):
-        fake_figure("smoke", name)
-    (config.output_dir("smoke", "maps") / "08_predictions.html").write_text("<html></html>")
+LONG_NAME = "loss_expected_distance_squared"
+
+
+@pytest.fixture
+def illustrated_build(complete_build):
+    """The complete build with figures (one wide, one tall), a map and a row beyond the report."""
+    for name, size in (
+        ("fig01_locations_per_municipality.png", (8, 3)),
+        ("fig02_geocells_voronoi.png", (5, 6)),
+        ("fig08_confusion.png", (7, 6)),
+        ("fig08b_accuracy_vs_area.png", (12, 3)),
+        ("fig11a_retrieval.png", (8, 3)),
+    ):
+        fake_figure(complete_build, name, size)
+    (config.output_dir(complete_build, "maps") / "08_predictions.html").write_text("<html></html>")
     metrics.record_result(
-        "smoke", "beyond: nearest neighbour", data=DATA, split="test", top1=0.3, notes="beyond"
+        complete_build, "beyond: nearest neighbour", data=DATA, split="test", top1=0.3, notes="beyond"
     )
+    return complete_build
+
+
+def figure_labels(blocks):
+    return [block[2] for block in blocks if block[0] == "figure"]
+
+
+def test_html_is_one_file_with_the_report_s_sections(illustrated_build):
     html = report.write_html("smoke").read_text(encoding="utf-8")
     text = html.replace("<wbr>", "")  # the break chances after _ and /
     for heading in ("Abstract", "1 Data", "2 Method", "3 Results", "4 Discussion", "5 Beyond the report"):
-        assert f">{heading}</h2>" in text
-    assert "<b>Figure 1.</b>" in text and "<b>Figure 8.</b>" in text and "Figure C1" in text
-    assert "Unlike the original" in text
+        assert f">{heading}</h2>" in text and f">{heading}</a></li>" in text  # a section, in the contents
+    for label in figure_labels(report.document("smoke")):
+        assert f"<b>{label}.</b>" in text
+    assert "Figure 1" in text and "Figure 8" in text and "Figure C1" in text and "Unlike the original" in text
     assert "Figures 3-4 (fig05b_baseline_curves.png)" in text  # a missing figure is named, not hidden
-    # self-contained: every image is embedded; maps are linked next to the file
-    assert not re.search(r"<img src='(?!data:image/png;base64,)", text)
-    assert "href='maps/08_predictions.html'" in text
+    # self-contained: every image is embedded (figures PNG, equations SVG); maps are linked next to the file
+    sources = re.findall(r'<img src="([^"]*)"', text)
+    assert sources and all(
+        src.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for src in sources
+    )
+    assert sum(src.startswith("data:image/svg") for src in sources) == len(report.LOSS_EQUATIONS)
+    assert 'href="maps/08_predictions.html"' in text
     assert "table-layout:fixed" in text and "overflow-wrap:anywhere" in text
     assert "loss_<wbr>expected_<wbr>distance_<wbr>squared" in html  # full names, with break chances
-    assert "beyond: nearest neighbour" in text
+    assert "beyond: nearest neighbour" in text and '<td class="v-not-testable">not testable</td>' in text
     for claim in report.scorecard("smoke")["claim"]:
         assert escape(claim.split(". ", 1)[1]) in text
 
 
-def test_pdf_is_a4_with_contents_and_whole_table_cells(complete_build):
-    fake_figure("smoke", "fig02_geocells_voronoi.png")
+def test_html_escapes_what_the_build_writes():
+    blocks = [
+        ("heading", 1, "A <b>heading</b>"),
+        ("paragraph", 'a_b <script>alert(1)</script> & "quotes"'),
+        ("links", [("a <map>", "maps/x.html?a=1&b=2")]),
+    ]
+    html = report_html.render_html(blocks, "Title <i>", "sub & title")
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/<wbr>script&gt;" in html
+    assert "a_<wbr>b" in html and "Title &lt;i&gt;" in html and 'href="maps/x.html?a=1&amp;b=2"' in html
+    with pytest.raises(ValueError, match="Unknown block kind 'poem'"):
+        report_html.render_html([("poem", "x")], "t", "s")
+
+
+def pdf_text(path, first=None, last=None) -> list[str]:
+    """The text of each page of a PDF, by poppler's pdftotext (zero-width spaces removed)."""
+    pages = []
+    command = ["pdftotext", "-layout"] + (["-f", str(first), "-l", str(last)] if first else [])
+    text = subprocess.run([*command, str(path), "-"], check=True, capture_output=True, text=True).stdout
+    for page in text.split("\f"):
+        pages.append(page.replace("\u200b", ""))
+    return pages[:-1] if pages and not pages[-1].strip() else pages
+
+
+needs_poppler = pytest.mark.skipif(
+    shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
+    reason="poppler-utils is not installed (apt-get install -y poppler-utils): pdftotext and pdftoppm read "
+    "the PDF back",
+)
+
+
+def test_pdf_is_a4_typeset_by_typst_with_contents_figures_and_equations(illustrated_build):
     blocks = report.document("smoke")
-    pages, toc = report._layout(blocks, first_page=2)
-    assert [entry[1] for entry in toc if entry[0] == 1][:4] == ["Abstract", "1 Data", "2 Method", "3 Results"]
-    assert [entry[2] for entry in toc] == sorted(entry[2] for entry in toc)
-    texts = []
-    for page in pages:
-        width = report.A4_INCHES[1 if page[:1] == [("landscape",)] else 0]
-        right = width - report._MARGIN + 1e-6
-        page_texts = [op for op in page if op[0] == "text"]
-        assert all(
-            op[1] + report._width(op[3], op[4], op[5]) <= right for op in page_texts
-        )  # nothing runs off
-        texts += page_texts
-    drawn = "".join(op[3] for op in texts)
-    assert "loss_expected_distance_squared" in drawn.replace(" ", "")
+    root = report_typst.image_root(blocks)
+    source = report_typst.typst_source(blocks, *report._title(report.load_build("smoke")), root)
+    expected = [block[2] for block in blocks if block[0] == "heading"]
+    outline = json.loads(typst.query(source.encode(), "heading.where(outlined: true)", root=str(root)))
+    assert [entry["body"]["text"] for entry in outline] == expected  # every section is in the contents
+    figures = json.loads(typst.query(source.encode(), "figure.where(kind: image)", root=str(root)))
+    assert len(figures) == len(figure_labels(blocks)) >= 5
+    tables = json.loads(typst.query(source.encode(), "figure.where(kind: table)", root=str(root)))
+    assert len(tables) == sum(block[0] == "table" for block in blocks) >= 4
+    equations = json.loads(typst.query(source.encode(), "math.equation.where(block: true)", root=str(root)))
+    assert len(equations) == len(report.LOSS_EQUATIONS) == 5
+
+    started = time.perf_counter()
     path = report.write_pdf("smoke")
+    print(f"report.pdf compiled in {time.perf_counter() - started:.2f} s")
     content = path.read_bytes()
     assert content[:5] == b"%PDF-"
-    width, height = (float(v) for v in re.search(rb"/MediaBox \[ ?0 0 ([\d.]+) ([\d.]+)", content).groups())
-    assert np.allclose([width, height], [595.44, 841.68], atol=1)  # A4 in points
+    width, height = (float(v) for v in re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", content).groups())
+    assert np.allclose([width, height], [595.28, 841.89], atol=1)  # A4 in points
+    assert 12 <= report_typst.page_count(content) <= 40
+
+
+@needs_poppler
+def test_the_pdf_s_pages_hold_every_section_figure_and_claim(illustrated_build, tmp_path):
+    path = report.write_pdf("smoke")
+    pages = pdf_text(path)
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"^Pages:\s+{len(pages)}$", info, re.M)
+    assert len(pages) == report_typst.page_count(path.read_bytes())
+    front = pages[0]
+    assert "Contents" in front and "Figures" in pages[0] + pages[1]
+    blocks = report.document("smoke")
+    # the contents give each section with the page it is on
+    for block in blocks:
+        if block[0] == "heading":
+            entry = re.search(rf"{re.escape(block[2])}[ .\u2060]*(\d+)\s*$", "\n".join(pages[:2]), re.M)
+            assert entry, block[2]
+            assert block[2] in pages[int(entry.group(1)) - 1]
+    everything = re.sub(r"\s+", " ", " ".join(pages))
+    for label in figure_labels(blocks):
+        assert f"{label}." in everything
+    joined = re.sub(r"\s+", "", everything)  # table cells wrap names over lines
+    for claim in report.scorecard("smoke")["claim"]:
+        assert re.sub(r"\s+", "", claim.split(". ", 1)[1]) in joined
+    assert LONG_NAME in joined  # whole, wrapped in its column, never cut
+    # a table that runs over pages repeats its header on each of them
+    spanning = [page for page in pages if "Table A1" in page or "best run (final_seed0)" in page]
+    assert spanning
+    # first pages as PNG, to look at (kept under the test's folder)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "4", str(path), str(tmp_path / "page")], check=True
+    )
+    assert len(list(tmp_path.glob("page-*.png"))) == 4
+
+
+@needs_poppler
+def test_table_headers_repeat_on_every_page_a_long_table_runs_over(isolated_build):
+    for number in range(150):
+        metrics.record_result("smoke", f"run_{number:03d}", data=DATA, split="val", top1=0.1, mean_km=10.0)
+    path = report.write_pdf("smoke")
+    pages = pdf_text(path)
+    with_rows = [page for page in pages if re.search(r"\brun_\d{3}\b", page)]
+    assert len(with_rows) >= 3
+    for page in with_rows:
+        # Table A1's header (experiment, data, split, ...) or Table A2's (experiment, split, mean_km, ...)
+        assert re.search(r"^\s*experiment\s+(data\s+)?split\s", page, re.M), page[:400]
+
+
+@needs_poppler
+def test_text_from_the_build_is_printed_as_written_never_read_as_markup(tmp_path):
+    odd = 'run_$x$ #set page(width: 1cm) "quoted" back\\slash *not bold* @ref <label> = not a heading'
+    blocks = [("heading", 1, "1 Odd #names"), ("paragraph", odd), ("bullets", ["a_b_c", "]["])]
+    pages = report_typst.render_pdf(blocks, "Title with $ and #", 'sub "x"', tmp_path / "odd.pdf")
+    text = re.sub(r"\s+", " ", " ".join(pdf_text(tmp_path / "odd.pdf")))
+    assert pages == 2 and odd in text and "1 Odd #names" in text and "Title with $ and #" in text
+    with pytest.raises(ValueError, match="Unknown block kind 'poem'"):
+        report_typst.typst_source([("poem", "x")], "t", "s", tmp_path)
+    with pytest.raises(ValueError, match="must start with its label"):
+        report_typst.split_label("A table without a number")
