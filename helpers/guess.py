@@ -108,6 +108,44 @@ def rounds_for(
     return rounds
 
 
+def cells_layer(fmap: folium.Map, cells, name: str, columns: tuple[str, ...] = ()) -> folium.GeoJson:
+    """The geocells as one GeoJSON layer of ``fmap``, outlined and unfilled, ``name`` as tooltip.
+
+    Borders are simplified to about 200 m and coordinates rounded to 1e-4 degrees (about
+    10 m): a quarter of the bytes, the same look at country scale. ``columns`` are extra
+    properties the page's script reads (``cell`` and ``name`` are always there). The page's
+    script styles the cells; see :func:`add_page_script`.
+    """
+    shown = cells[["cell", "name", *columns, "geometry"]].copy()
+    simple = shown.geometry.simplify(maps.BORDER_TOLERANCE_DEG, preserve_topology=True)
+    shown["geometry"] = shapely.set_precision(simple.to_numpy(), 1e-4)
+    return folium.GeoJson(
+        shown,
+        name=name,
+        style_function=lambda _: {"color": "#777777", "weight": 0.4, "fillOpacity": 0.0},
+        tooltip=folium.GeoJsonTooltip(fields=["name"], labels=False),
+    ).add_to(fmap)
+
+
+def add_page_script(fmap: folium.Map, panel: str, script: str, names: dict, data: dict) -> folium.Map:
+    """Put a panel (HTML) and a plain Leaflet script on ``fmap``'s page.
+
+    ``names`` replace placeholders such as ``{map}`` in ``script`` by text (the JavaScript
+    names of folium objects, numbers); ``data`` replace placeholders by JSON. The data go in
+    last, so no placeholder inside them is replaced, and "</" is escaped so that no string
+    can end the ``<script>``. The script runs in the saved page and inside JupyterLab's output
+    frame alike.
+    """
+    root = fmap.get_root()
+    root.html.add_child(Element(panel))
+    for placeholder, text in names.items():
+        script = script.replace(placeholder, text)
+    for placeholder, value in data.items():
+        script = script.replace(placeholder, json.dumps(value).replace("</", "<\\/"))
+    root.script.add_child(Element(script))
+    return fmap
+
+
 def guess_where_map(rounds: list[dict], cells, scale_km: float, title: str = "Guess where") -> folium.Map:
     """The game as a folium map: a panel with the photo, your click, *Reveal*, the points.
 
@@ -117,27 +155,19 @@ def guess_where_map(rounds: list[dict], cells, scale_km: float, title: str = "Gu
     if not rounds:
         raise ValueError("No photos to play with: give at least one round.")
     fmap = maps.base_map()
-    shown = cells[["cell", "name", "geometry"]].copy()
-    # 200 m of detail and coordinates to 1e-4 degrees (about 10 m): a quarter of the bytes, same look
-    simple = shown.geometry.simplify(maps.BORDER_TOLERANCE_DEG, preserve_topology=True)
-    shown["geometry"] = shapely.set_precision(simple.to_numpy(), 1e-4)
-    layer = folium.GeoJson(
-        shown,
-        name="model's probability per cell",
-        style_function=lambda _: {"color": "#777777", "weight": 0.4, "fillOpacity": 0.0},
-        tooltip=folium.GeoJsonTooltip(fields=["name"], labels=False),
-    ).add_to(fmap)
-    root = fmap.get_root()
-    root.html.add_child(Element(_PANEL.replace("{title}", html.escape(title))))
-    script = (
-        _SCRIPT.replace("{map}", fmap.get_name())
-        .replace("{cells}", layer.get_name())
-        .replace("{scale}", f"{float(scale_km):.6g}")
-        .replace("{radius}", f"{geo.EARTH_RADIUS_KM}")
-        # last, so no placeholder inside the data is replaced; "</" would end the <script>
-        .replace("{rounds}", json.dumps(rounds).replace("</", "<\\/"))
+    layer = cells_layer(fmap, cells, "model's probability per cell")
+    add_page_script(
+        fmap,
+        _PANEL.replace("{title}", html.escape(title)),
+        _SCRIPT,
+        {
+            "{map}": fmap.get_name(),
+            "{cells}": layer.get_name(),
+            "{scale}": f"{float(scale_km):.6g}",
+            "{radius}": f"{geo.EARTH_RADIUS_KM}",
+        },
+        {"{rounds}": rounds},
     )
-    root.script.add_child(Element(script))
     return fmap
 
 
