@@ -649,7 +649,9 @@ def scorecard(profile: str | dict) -> pd.DataFrame:
 # The document: a list of blocks, rendered by write_html and write_pdf
 #   ("heading", level, text)  ("paragraph", text)  ("bullets", [text, ...])
 #   ("table", DataFrame of strings, caption)  ("figure", path, label, caption)
-#   ("links", [(text, relative path), ...])
+#   ("links", [(text, relative path), ...])  ("equations", [{"typst": maths, "text", "explanation"}, ...])
+# A table's or figure's caption starts with its label ("Table 2.", "Figure B1"): the renderings
+# number them with it.
 
 # The original's figures, with the file of this build that stands for each, what to read in it,
 # and how it differs from the original ({model}, {data}, {epochs} are this build's).

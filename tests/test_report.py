@@ -271,7 +271,8 @@ def test_pdf_is_a4_typeset_by_typst_with_contents_figures_and_equations(illustra
     print(f"report.pdf compiled in {time.perf_counter() - started:.2f} s")
     content = path.read_bytes()
     assert content[:5] == b"%PDF-"
-    width, height = (float(v) for v in re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", content).groups())
+    media_box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", content)
+    width, height = (float(v) for v in media_box.groups())
     assert np.allclose([width, height], [595.28, 841.89], atol=1)  # A4 in points
     assert 12 <= report_typst.page_count(content) <= 40
 
