@@ -355,6 +355,7 @@ class Explorer:
     def state(self) -> dict:
         """What is shown: the selected cell and photo, the map's colouring, the strip, the lines
         drawn, each cell's fill colour, and the panel's text."""
+        import html
         import re
 
         return {
@@ -371,7 +372,7 @@ class Explorer:
                 int(feature["properties"]["cell"]): feature["properties"]["style"]["fillColor"]
                 for feature in self.cells_layer.data["features"]
             },
-            "text": re.sub(r"<[^>]+>", " ", self.detail.value),
+            "text": html.unescape(re.sub(r"<[^>]+>", " ", self.detail.value)),
         }
 
 

@@ -65,14 +65,17 @@ def _numbered(kind: str, supplement: str, number: str, caption: str, body: str) 
 
 
 def _column_widths(table) -> str:
-    """Typst fractional column widths from each column's contents: long text gets more, and no
-    column is narrower than twice its longest word, so short words (verdicts) stay whole."""
+    """Typst column widths from each column's contents: long text gets a larger fraction, no column
+    is narrower than twice its longest word, and the verdicts take the width of the longest one."""
     weights = []
     for column in table.columns:
+        if column == VERDICT_COLUMN:  # as wide as its longest verdict, on one line
+            weights.append("auto")
+            continue
         texts = [str(column), *map(str, table[column])]
         longest_word = max(len(word) for text in texts for word in re.split(r"[\s_/]+", text))
-        weights.append(max(6, min(max(map(len, texts)), 60), 2 * min(longest_word, 15)))
-    return "(" + ", ".join(f"{weight}fr" for weight in weights) + ",)"
+        weights.append(f"{max(6, min(max(map(len, texts)), 60), 2 * min(longest_word, 15))}fr")
+    return "(" + ", ".join(weights) + ",)"
 
 
 def _table(table, caption: str) -> str:
@@ -84,7 +87,7 @@ def _table(table, caption: str) -> str:
         for column, value in zip(table.columns, record, strict=True):
             if column == VERDICT_COLUMN:
                 fill = f"verdict-fill.at({string(value)}, default: none)"
-                cells.append(f"table.cell(fill: {fill})[{_text(value)}]")
+                cells.append(f"table.cell(fill: {fill})[#text(hyphenate: false)[{_text(value)}]]")
             else:
                 cells.append(f"[{_text(value, wrap=True)}]")
         rows.append("    " + ", ".join(cells) + ",")
