@@ -32,9 +32,14 @@ def anchor(text: str) -> str:
 
 
 def column_shares(table) -> list[float]:
-    """Relative column widths from the length of their contents (long free text gets more)."""
-    lengths = [max([len(str(c)), *(min(len(str(v)), 60) for v in table[c])]) for c in table.columns]
-    weights = [max(6, length) for length in lengths]
+    """Relative column widths from their contents: long free text gets more, and no column is
+    narrower than twice its longest word, so that short words (the verdicts) are not split."""
+    weights = []
+    for column in table.columns:
+        texts = [str(column), *map(str, table[column])]
+        longest_word = max(len(word) for text in texts for word in re.split(r"[\s_/]+", text))
+        factor = 3 if column == "verdict" else 2  # a verdict's word must never be split
+        weights.append(max(6, min(max(map(len, texts)), 60), factor * min(longest_word, 15)))
     return [w / sum(weights) for w in weights]
 
 

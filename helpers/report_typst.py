@@ -50,8 +50,8 @@ def split_label(caption: str) -> tuple[str, str, str]:
 
 
 def _first_sentence(text: str) -> str:
-    found = re.match(r"^(.+?[.:;])(\s|$)", text, re.S)
-    return (found.group(1) if found else text).rstrip(".:;")
+    found = re.match(r"^(.+?)\.(\s|$)", text, re.S)
+    return found.group(1) if found else text
 
 
 def _numbered(kind: str, supplement: str, number: str, caption: str, body: str) -> str:
