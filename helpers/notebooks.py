@@ -17,12 +17,16 @@ import argparse
 import json
 import os
 import re
-import resource
 import sys
 import time
 from pathlib import Path
 
 from helpers import colab, config
+
+try:  # Unix only: the runner reports the kernels' peak memory where the platform tells it
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
 _APPLY = "run `python -m helpers.colab apply`"
@@ -141,11 +145,14 @@ def strip(path: Path) -> bool:
     return False
 
 
-def kernels_peak_gb() -> float:
+def kernels_peak_gb() -> float | None:
     """The peak resident memory (GB) of the largest kernel this process has run so far.
 
-    ``make all`` starts one runner per notebook, so there it is that notebook's peak.
+    ``make all`` starts one runner per notebook, so there it is that notebook's peak. None
+    where the platform does not report it (Windows has no ``resource`` module).
     """
+    if resource is None:
+        return None
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
@@ -171,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             inside = output.is_relative_to(config.REPO_ROOT)
             shown = output.relative_to(config.REPO_ROOT) if inside else output
             name, peak = Path(notebook).stem, kernels_peak_gb()
-            print(f"{name:<34} {args.profile:<8} {seconds:7.1f} s  {peak:4.1f} GB   {shown}", flush=True)
+            memory = f"{peak:4.1f} GB" if peak is not None else "   - GB"
+            print(f"{name:<34} {args.profile:<8} {seconds:7.1f} s  {memory}   {shown}", flush=True)
         return 0
     if args.command == "check":
         bad = {path: problems(path) for path in numbered_notebooks()}
