@@ -126,7 +126,8 @@ def precision(profile: dict) -> str:
 def jit_compile(profile: dict):
     """The profile's ``jit_compile`` for ``Model.compile`` on this machine.
 
-    False on Metal, where XLA is not supported by tensorflow-metal; "auto" on the PyTorch
+    False on Metal (tensorflow-metal runs TensorFlow's own kernels; XLA-compiled steps there are
+    untested, and Keras's "auto" would turn them on as soon as it sees the GPU); "auto" on the PyTorch
     backend, where True would mean ``torch.compile``; else the profile's setting.
     """
     if accelerator()["kind"] == "metal":
