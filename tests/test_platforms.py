@@ -1,6 +1,8 @@
 """The machines students bring: the runner on Windows (no ``resource``), the device line,
 mixed precision on the CPU, the machine's reference rate and the GPU bench in its tiny shape."""
 
+import io
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, device, losses, model
+from helpers import config, device, losses, model, notebooks
 
 
 def run_python(code: str, **environment) -> subprocess.CompletedProcess:
@@ -121,3 +123,70 @@ def test_the_reference_rate_is_measured_in_a_few_seconds():
     start = time.perf_counter()
     rate = device.reference_rate(seconds=0.5)
     assert rate > 0 and time.perf_counter() - start < 60
+
+
+# --- a notebook runs alone; times that hold on any machine -------------------------------------
+
+
+def test_each_notebook_depends_on_the_earlier_ones():
+    stems = [path.stem[:2] for path in notebooks.dependencies("09_attention.ipynb")]
+    assert stems == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert notebooks.dependencies("01_locations.ipynb") == []
+
+
+def test_a_notebook_has_run_when_its_copy_or_its_figures_are_in_the_build(isolated_build):
+    assert not notebooks.has_run("03_images", "smoke")
+    (isolated_build / "smoke" / "figures").mkdir(parents=True)
+    (isolated_build / "smoke" / "figures" / "fig03a_scenes.png").touch()  # run by hand in JupyterLab
+    assert notebooks.has_run("03_images", "smoke") and not notebooks.has_run("04_distances", "smoke")
+    (isolated_build / "smoke" / "notebooks").mkdir()
+    (isolated_build / "smoke" / "notebooks" / "04_distances.ipynb").touch()  # run by the runner
+    assert notebooks.has_run("04_distances", "smoke")
+    assert not notebooks.has_run("03_images", "default")  # profiles do not share builds
+    assert not notebooks.has_run("10_report", "smoke")
+    (isolated_build / "smoke" / "report.html").touch()
+    assert notebooks.has_run("10_report", "smoke")
+
+
+def test_build_inputs_does_nothing_where_the_earlier_notebooks_have_run(isolated_build, capsys):
+    folder = isolated_build / "smoke" / "notebooks"
+    folder.mkdir(parents=True)
+    for path in notebooks.dependencies("05_baseline_vit.ipynb"):
+        (folder / path.name).touch()
+    assert notebooks.build_inputs("05_baseline_vit", "smoke") == []
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="No notebook '05_baseline'.*05_baseline_vit"):
+        notebooks.build_inputs("05_baseline", "smoke")
+
+
+def test_expected_times_scale_with_the_machine_rate():
+    reference = notebooks.REFERENCE_RATE
+    measured = notebooks.REFERENCE_SECONDS["default"]["06_augmentation_and_schedule"]
+    assert notebooks.expected_seconds("06_augmentation_and_schedule", "default", reference) == measured
+    faster = notebooks.expected_seconds("06_augmentation_and_schedule", "default", 2 * reference)
+    assert faster == measured / 2
+    assert notebooks.expected_seconds("06_augmentation_and_schedule", "full", reference) is None
+    text = notebooks.plan(notebooks.numbered_notebooks(), "default", reference / 2)
+    total = 2 * sum(notebooks.REFERENCE_SECONDS["default"].values())
+    assert "0.50x the reference" in text and f"in all about {total / 60:.1f} min" in text
+    assert set(notebooks.REFERENCE_SECONDS["default"]) == {p.stem for p in notebooks.numbered_notebooks()}
+
+
+def test_the_machine_rate_is_measured_once_an_hour(isolated_build):
+    saved = isolated_build / "smoke" / notebooks.MACHINE_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps({"rate": 123.0, "measured_at": time.time() - 60}))
+    assert notebooks.machine_rate("smoke") == 123.0  # fresh: not measured again
+    saved.write_text(json.dumps({"rate": 123.0, "measured_at": time.time() - 2 * 3600}))
+    rate = notebooks.machine_rate("smoke")  # stale: measured, in a separate process
+    assert rate != 123.0 and rate > 0
+    assert json.loads(saved.read_text())["rate"] == rate
+
+
+def test_the_progress_bar_runs_every_notebook_in_order_and_ends_full():
+    ran, out = [], io.StringIO()
+    series = notebooks.numbered_notebooks()[:3]
+    notebooks.run_series(series, "default", ran.append, rate=notebooks.REFERENCE_RATE * 100, file=out)
+    assert ran == series
+    text = out.getvalue()
+    assert "100%" in text and "03_images" in text and "left" in text
