@@ -175,7 +175,7 @@ def warn_if_no_gpu(profile: dict) -> bool:
     message = (
         f"No GPU found, and the {name!r} profile trains ViT-B/16 at 224 px: on a CPU that takes days. "
         "On Colab choose Runtime > Change runtime type > T4 GPU; on Kaggle, Settings > Accelerator > "
-        "GPU; on Linux with an NVIDIA card install the `gpu` extra (pip install -e \".[gpu]\"). "
+        'GPU; on Linux with an NVIDIA card install the `gpu` extra (pip install -e ".[gpu]"). '
         "To try the path on a CPU, use the `rehearsal` profile."
     )
     rule = "!" * 100

@@ -222,6 +222,7 @@ def build_inputs(notebook: str, profile: str | dict) -> list[Path]:
     )
     rate = machine_rate(name)
     print(plan(missing, name, rate), flush=True)
+
     def run_in_a_process(path: Path) -> None:
         command = [sys.executable, "-m", "helpers.notebooks", "run", str(path), "--profile", name]
         environment = _child_environment()
@@ -411,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "rate":
         measured = machine_rate(args.profile, refresh=True)
-        print(f"reference rate: {measured:,.0f} images/s ({_reference_workload()}); the README's times: "
-              f"{REFERENCE_RATE:,.0f} images/s")
+        print(
+            f"reference rate: {measured:,.0f} images/s ({_reference_workload()}); the README's times: "
+            f"{REFERENCE_RATE:,.0f} images/s"
+        )
         return 0
     if args.command == "run":
         return _run_command(args.notebooks or numbered_notebooks(), args.profile, not args.no_estimate)

@@ -190,3 +190,67 @@ def test_the_progress_bar_runs_every_notebook_in_order_and_ends_full():
     assert ran == series
     text = out.getvalue()
     assert "100%" in text and "03_images" in text and "left" in text
+
+
+# --- augmentation inside the training step -----------------------------------------------------
+
+from helpers import augment  # noqa: E402
+
+
+def _pictures(n=16, size=32):
+    rng = np.random.default_rng(3)
+    sky = np.linspace(40, 230, size)[None, :, None, None] * np.ones((n, size, size, 3))
+    return np.clip(sky + rng.normal(0, 20, (n, size, size, 3)), 0, 255).astype("float32")
+
+
+def test_on_device_mode_gives_the_split_modes_images_where_nothing_is_random():
+    images = _pictures()
+    for operations in (("equalize", "auto_contrast"), ("equalize",)):
+        split, chosen = augment.rand_augment_batch(
+            images, 5, operations=operations, rate=0.8, return_choices=True
+        )
+        fixed, chosen_fixed = augment.rand_augment_batch(
+            images, 5, operations=operations, rate=0.8, return_choices=True, on_device=True
+        )
+        assert np.array_equal(np.asarray(chosen), np.asarray(chosen_fixed))
+        assert np.allclose(np.asarray(split), np.asarray(fixed), atol=1e-3)
+        assert (np.asarray(chosen) == -1).any()  # skipped rounds are covered too
+
+
+def test_the_augmentation_layer_trains_inside_an_xla_step_and_is_identity_at_inference():
+    images = _pictures()
+    inputs = keras.Input((32, 32, 3))
+    layer = augment.RandAugmentLayer(seed=1)
+    outputs = keras.layers.Dense(4, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(layer(inputs))
+    )
+    network = keras.Model(inputs, outputs)
+    network.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    loss = network.train_on_batch(images, np.arange(16) % 4)
+    assert np.isfinite(loss)
+    augmented = np.asarray(layer(images, training=True))
+    assert augmented.shape == images.shape and augmented.min() >= 0 and augmented.max() <= 255
+    assert np.abs(augmented - images).mean() > 1  # it changed the pictures
+    assert np.array_equal(np.asarray(layer(images, training=False)), images)
+    restored = augment.RandAugmentLayer.from_config(layer.get_config())
+    assert restored.settings == layer.settings
+
+
+def test_on_device_augmentation_compiles_on_the_jax_backend():
+    code = (
+        "import jax, numpy as np, keras\n"
+        "from helpers import augment\n"
+        "rng = np.random.default_rng(0)\n"
+        "images = rng.uniform(0, 255, (8, 24, 24, 3)).astype('float32')\n"
+        "layer = augment.RandAugmentLayer(seed=0)\n"
+        "x = keras.Input((24, 24, 3)); model = keras.Model(x, layer(x))\n"
+        "step = jax.jit(lambda v, ntv, i: model.stateless_call(v, ntv, i, training=True))\n"
+        "out, _ = step([v.value for v in model.trainable_variables],"
+        " [v.value for v in model.non_trainable_variables], images)\n"
+        "out = np.asarray(out)\n"
+        "assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255\n"
+        "print('changed', float(np.abs(out - images).mean()))\n"
+    )
+    result = run_python(code, KERAS_BACKEND="jax")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split("changed")[-1]) > 1
