@@ -201,12 +201,15 @@ def build_backbone(profile: dict, preset: str | None = None):
     )
 
 
-def build_classifier(n_cells: int, profile: dict, preset: str | None = None, freeze_backbone: bool = False):
+def build_classifier(
+    n_cells: int, profile: dict, preset: str | None = None, freeze_backbone: bool = False, augment=None
+):
     """A ViT with a softmax head over ``n_cells`` cells, reading the class token.
 
     Inputs are RGB pixels 0-255; the first layer scales them as the checkpoint's image
     processor does (:func:`input_scaling`). ``freeze_backbone=True`` trains the head only
-    (the report's frozen experiment: 10 %).
+    (the report's frozen experiment: 10 %). ``augment``: a layer applied to the pixels
+    before that, in training only (:func:`randaugment_layer`, RandAugment on the GPU).
     """
     preset = resolve_preset(profile, preset)
     backbone = build_backbone(profile, preset)
@@ -214,7 +217,8 @@ def build_classifier(n_cells: int, profile: dict, preset: str | None = None, fre
     size = backbone.image_shape[0] if hasattr(backbone, "image_shape") else profile["image_size"]
     scale, offset = input_scaling(preset)
     inputs = keras.Input((size, size, 3), name="image")
-    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(inputs)
+    pixels = augment(inputs) if augment is not None else inputs
+    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(pixels)
     tokens = backbone(scaled)
     # the head, and so the probabilities the losses and metrics read, stay float32 under a
     # mixed policy: a softmax over 129 cells in float16 would round small probabilities to 0
@@ -322,6 +326,26 @@ def randaugment(profile: dict, seed: int = 0):
         magnitude=profile["randaugment_factor"],
         augmentations_per_image=profile["randaugment_ops"],
         seed=seed,
+    )
+
+
+def augmentation_on_device() -> bool:
+    """Whether RandAugment runs inside the training step on the accelerator (a GPU is there)
+    rather than in the ``tf.data`` pipeline on the CPU, which on a 2-core Colab machine would
+    cap the GPU's training rate."""
+    return device.has_gpu()
+
+
+def randaugment_layer(profile: dict, seed: int = 0):
+    """:func:`randaugment`'s policy as a layer for :func:`build_classifier` (``augment=``): it
+    runs in the compiled training step on the device and passes images through at inference."""
+    from helpers import augment
+
+    return augment.RandAugmentLayer(
+        magnitude=profile["randaugment_factor"],
+        augmentations_per_image=profile["randaugment_ops"],
+        seed=seed,
+        name="randaugment",
     )
 
 
@@ -480,6 +504,8 @@ def write_summary(folder: Path, summary: dict) -> None:
 
 def load_model(folder: Path, which: str = "best"):
     """Load ``best.keras`` or ``last.keras`` of a run (custom losses are not needed to predict)."""
+    from helpers import augment  # noqa: F401 (registers RandAugmentLayer, inside models trained on a GPU)
+
     return keras.saving.load_model(Path(folder) / f"{which}.keras", compile=False, safe_mode=False)
 
 

@@ -254,3 +254,21 @@ def test_on_device_augmentation_compiles_on_the_jax_backend():
     result = run_python(code, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split("changed")[-1]) > 1
+
+
+def test_a_classifier_with_augmentation_inside_trains_saves_and_predicts_like_without(tmp_path):
+    profile = config.get_profile("smoke")
+    keras.utils.set_random_seed(0)
+    classifier = model.build_classifier(7, profile, augment=model.randaugment_layer(profile, seed=0))
+    classifier.compile(optimizer="adamw", loss=losses.cross_entropy, jit_compile=True)
+    size = profile["image_size"]
+    images = _pictures(8, size)
+    targets = np.stack([np.arange(8) % 7, np.full(8, 56.0), np.full(8, 10.0)], axis=1).astype("float32")
+    assert np.isfinite(classifier.train_on_batch(images, targets))
+    classifier.save(tmp_path / "best.keras")
+    restored = model.load_model(tmp_path)
+    assert np.allclose(restored.predict_on_batch(images), classifier.predict_on_batch(images), atol=1e-6)
+    # at inference the layer passes images through: the same as the model without it
+    plain = keras.Model(classifier.get_layer("to_minus1_1").input, classifier.output)
+    assert np.allclose(plain.predict_on_batch(images), classifier.predict_on_batch(images), atol=1e-6)
+    assert model.augmentation_on_device() is device.has_gpu()
