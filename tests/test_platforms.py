@@ -272,3 +272,30 @@ def test_a_classifier_with_augmentation_inside_trains_saves_and_predicts_like_wi
     plain = keras.Model(classifier.get_layer("to_minus1_1").input, classifier.output)
     assert np.allclose(plain.predict_on_batch(images), classifier.predict_on_batch(images), atol=1e-6)
     assert model.augmentation_on_device() is device.has_gpu()
+
+
+# --- the GPU bench -------------------------------------------------------------------------------
+
+
+def test_the_gpu_bench_without_a_gpu_says_so_and_measures_nothing(tmp_path):
+    output = tmp_path / "bench-gpu.md"
+    command = [sys.executable, "bench/gpu.py", "--output", str(output)]
+    environment = {**os.environ, "PYTHONPATH": str(config.REPO_ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=config.REPO_ROOT, env=environment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "needs a GPU" in result.stdout and "estimates" in result.stdout and "--tiny" in result.stdout
+    assert not output.exists()
+
+
+def test_the_gpu_bench_runs_its_code_in_a_tiny_shape_on_the_cpu(tmp_path):
+    output = tmp_path / "bench-gpu.md"
+    command = [sys.executable, "bench/gpu.py", "--tiny", "--output", str(output)]
+    environment = {**os.environ, "PYTHONPATH": str(config.REPO_ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=config.REPO_ROOT, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| train") or line.startswith("| predict")]
+    # training: float32 and mixed_bfloat16 (this CPU's "auto" is float32), XLA off and on; predictions
+    assert len(rows) == 7 and "failed" not in text
+    assert sum("mixed_bfloat16" in row for row in rows) == 4 and sum("| on |" in row for row in rows) == 5
+    assert all("n/a (no GPU)" in row for row in rows) and "tiny check, not a measurement" in text
