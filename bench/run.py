@@ -170,7 +170,18 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=config.REPO_ROOT / "build" / "bench.md")
     args = parser.parse_args()
 
-    rows = []
+    from helpers import device, notebooks
+
+    # the machine's reference rate, as the notebook runner measures it before a build: the
+    # README's times were measured at notebooks.REFERENCE_RATE
+    rate = max(device.reference_rate() for _ in range(2))
+    rows = [
+        (
+            f"reference rate: {device.REFERENCE_WORKLOAD}",
+            f"{rate:,.0f} images/s",
+            f"{rate / notebooks.REFERENCE_RATE:.2f}x the rate the README's times were measured at",
+        )
+    ]
     seconds = best_seconds(datasets.load_report_locations, repeats=2)
     rows.append(("parse the report's 42,570 locations", f"{42_570 / seconds:,.0f} locations/s", ""))
 

@@ -34,6 +34,13 @@ round costs about one pass over the batch: cheap enough to run in the input pipe
 after ``.batch()``. The augmenter works on TensorFlow tensors in a ``tf.data`` map (graph
 mode) and eagerly on NumPy arrays, with the TensorFlow backend (the split gives tensors
 of data-dependent size).
+
+On an accelerator the same policy runs inside the training step (``on_device=True``,
+:class:`RandAugmentLayer`): every family is computed on the whole batch and each image
+keeps its own family's result, so every shape is fixed and the step compiles with XLA on
+any Keras backend (TensorFlow, JAX, PyTorch). It costs about five passes over the batch,
+which a GPU does in a fraction of a training step, and frees the 2 CPU cores of a Colab
+machine from augmentation.
 """
 
 from __future__ import annotations
@@ -64,19 +71,24 @@ def _sign(shape, seed):
     return ops.where(keras.random.uniform(shape, seed=seed) < 0.5, -1.0, 1.0)
 
 
-def equalize(images):
+def equalize(images, on_device: bool = False):
     """keras-cv's ``Equalization``: per image and channel, histogram equalisation on 256 levels.
 
     ``images``: float (n, h, w, 3), values 0-255. Values are truncated to integers first, as
     keras-cv does; a channel whose histogram gives a step of 0 (nearly constant) keeps its
-    (truncated) values.
+    (truncated) values. ``on_device``: counted so that XLA compiles it (needs a fixed batch size).
     """
     shape = ops.shape(images)
     n, pixels = shape[0], shape[1] * shape[2]
     # one histogram of 3 x 256 bins per image: channel c's level v goes to bin 256 c + v
     levels = ops.cast(ops.clip(images, 0.0, 255.0), "int32") + ops.convert_to_tensor([0, 256, 512])
     levels = ops.reshape(levels, (n, pixels * 3))
-    histogram = ops.reshape(ops.bincount(levels, minlength=768), (n, 3, 256))
+    if on_device:  # a segment sum: XLA compiles it, TensorFlow's batched bincount it does not
+        ids = ops.reshape(levels + 768 * ops.arange(n, dtype="int32")[:, None], (-1,))
+        counts = ops.segment_sum(ops.ones_like(ids), ids, num_segments=n * 768)
+        histogram = ops.reshape(counts, (n, 3, 256))
+    else:
+        histogram = ops.reshape(ops.bincount(levels, minlength=768), (n, 3, 256))
     # keras-cv's step: (pixels - the smallest non-zero count) // 255; ``initial`` allows n = 0
     smallest = ops.min(ops.where(histogram == 0, pixels, histogram), axis=2, keepdims=True, initial=pixels)
     step = (pixels - smallest) // 255
@@ -141,8 +153,6 @@ def _resample_rows(images, slope, offset):
     ``ImageProjectiveTransformV3`` (bilinear, reflect) for these maps, at half its cost:
     each row moves by one amount, so two gathers along the row do it.
     """
-    import tensorflow as tf  # a batched gather: keras.ops.take_along_axis is 4x slower here
-
     shape = ops.shape(images)
     height, width = shape[1], shape[2]
     rows = ops.cast(ops.arange(height), "float32")
@@ -155,8 +165,19 @@ def _resample_rows(images, slope, offset):
         index = ops.mod(index, 2 * width)
         return ops.where(index >= width, 2 * width - 1 - index, index)
 
-    left = tf.gather(images, reflect(source), axis=2, batch_dims=2)
-    right = tf.gather(images, reflect(source + 1), axis=2, batch_dims=2)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # a batched gather: keras.ops.take_along_axis is 4x slower here
+
+        left = tf.gather(images, reflect(source), axis=2, batch_dims=2)
+        right = tf.gather(images, reflect(source + 1), axis=2, batch_dims=2)
+    else:  # the same gather along x, for every channel, on JAX or PyTorch
+        channels = ops.shape(images)[3]
+
+        def gather(index):
+            index = ops.broadcast_to(index[..., None], (*ops.shape(index), channels))
+            return ops.take_along_axis(images, index, axis=2)
+
+        left, right = gather(reflect(source)), gather(reflect(source + 1))
     return left + fraction * (right - left)
 
 
@@ -233,6 +254,42 @@ def _one_round(current, original, generator, operations, magnitude, stddev, rate
     return ops.take(ops.concatenate(parts, axis=0), inverse, axis=0), chosen
 
 
+def _one_round_on_device(current, original, generator, operations, magnitude, stddev, rate):
+    """:func:`_one_round` with fixed shapes: every family on the whole batch, each image keeping
+    its own family's result. Same policy and distributions; compiles with XLA on any backend."""
+    n = ops.shape(current)[0]
+    chosen = keras.random.randint((n,), 0, len(operations), seed=generator)
+    applied = keras.random.uniform((n,), seed=generator) <= rate
+    chosen = ops.where(applied, chosen, -1)
+    global_op = ops.take(ops.convert_to_tensor([OPERATIONS.index(o) for o in operations] + [-1]), chosen)
+
+    def local(members):  # each image's index within ``members``, -1 when not a member
+        return ops.take(
+            ops.convert_to_tensor([members.index(o) if o in members else -1 for o in OPERATIONS] + [-1]),
+            ops.where(global_op < 0, len(OPERATIONS), global_op),
+        )
+
+    def member(members):
+        return ops.reshape(
+            ops.any(ops.stack([global_op == OPERATIONS.index(m) for m in members]), axis=0), (-1, 1, 1, 1)
+        )
+
+    result = original  # keras-cv: a skipped round returns the input image
+    if any(o in _COLOUR for o in operations):
+        coloured = _colour_affine(current, local(_COLOUR), magnitude, stddev, generator)
+        result = ops.where(member([o for o in _COLOUR if o in operations]), coloured, result)
+    if "solarize" in operations:
+        result = ops.where(member(["solarize"]), _solarize(current, magnitude, stddev, generator), result)
+    if "equalize" in operations:
+        result = ops.where(member(["equalize"]), equalize(current, on_device=True), result)
+    for axis, family in (("x", _GEOMETRY_X), ("y", _GEOMETRY_Y)):
+        present = [o for o in family if o in operations]
+        if present:
+            warped = _geometry(current, local(family), magnitude, stddev, generator, axis)
+            result = ops.where(member(present), warped, result)
+    return result, chosen
+
+
 def rand_augment_batch(
     images,
     generator,
@@ -243,12 +300,15 @@ def rand_augment_batch(
     magnitude_stddev: float = 0.15,
     operations=OPERATIONS,
     return_choices: bool = False,
+    on_device: bool = False,
 ):
     """Augment a float batch (n, h, w, 3) of values 0-255; same shape, range and dtype.
 
     ``generator`` is a ``keras.random.SeedGenerator`` (or an int seed). With
     ``return_choices`` also returns an int array (n, augmentations_per_image): the index in
     ``operations`` each image drew per round, or -1 where the round was skipped.
+    ``on_device=True``: fixed shapes, for a compiled training step on any backend (see the
+    module docstring); otherwise the batch is split by family (TensorFlow, ``tf.data``).
     """
     if not isinstance(generator, keras.random.SeedGenerator):
         generator = keras.random.SeedGenerator(generator)  # an int seed: one stream of draws
@@ -256,8 +316,9 @@ def rand_augment_batch(
     dtype = images.dtype
     original = ops.cast(images, "float32")
     result, choices = original, []
+    one_round = _one_round_on_device if on_device else _one_round
     for _ in range(augmentations_per_image):
-        result, chosen = _one_round(
+        result, chosen = one_round(
             result, original, generator, tuple(operations), magnitude, magnitude_stddev, rate
         )
         choices.append(chosen)
@@ -305,3 +366,44 @@ def rand_augment(
 
     augment.settings = settings  # for notebooks and run summaries
     return augment
+
+
+@keras.saving.register_keras_serializable(package="workbook")
+class RandAugmentLayer(keras.layers.Layer):
+    """RandAugment inside the model, so it runs in the training step on the accelerator.
+
+    The policy of :func:`rand_augment` (the same settings) with fixed shapes
+    (``on_device=True``); an identity at inference (``training=False``), so a model that
+    contains it predicts exactly as one without it. Always computes in float32.
+    """
+
+    def __init__(
+        self,
+        magnitude: float = 0.15,
+        augmentations_per_image: int = 2,
+        rate: float = 10 / 11,
+        magnitude_stddev: float = 0.15,
+        operations=OPERATIONS,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.settings = rand_augment(
+            magnitude, augmentations_per_image, rate, magnitude_stddev, operations
+        ).settings
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        return rand_augment_batch(images, self.generator, on_device=True, **self.settings)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({**self.settings, "operations": list(self.settings["operations"]), "seed": self.seed})
+        return config

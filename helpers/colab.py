@@ -10,7 +10,11 @@ Command line::
     python -m helpers.colab apply [NOTEBOOK ...]   # badges + setup cell, and the README's links
     python -m helpers.colab check                  # list notebooks without them (exit 1 if any)
 
-Change :data:`REPOSITORY_URL` once, when the workbook is published, then run ``apply``.
+Publishing: push the workbook to a public GitHub repository, set :data:`REPOSITORY_URL` to
+its address (``https://github.com/<owner>/<name>``), run ``python -m helpers.colab apply``
+and commit. Until then the address is None: the notebooks carry no badges, the README's
+course table no links (no link that leads nowhere), and the setup cell says on Colab or
+Kaggle that this copy is not published instead of failing in ``git clone``.
 """
 
 from __future__ import annotations
@@ -22,18 +26,16 @@ from pathlib import Path
 
 from helpers import config
 
-# SET ONCE: where the workbook is published. Badges, the setup cell and the README read it.
-REPOSITORY_URL = "https://github.com/OWNER/dk-geolocation-workbook"
+# SET ONCE, when the workbook is published (e.g. "https://github.com/<owner>/dk-geolocation-workbook"),
+# then run `python -m helpers.colab apply`. Badges, the setup cell and the README read it.
+REPOSITORY_URL: str | None = None
 BRANCH = "main"
 SETUP_TAG = "colab-setup"  # the setup cell's tag, so `apply` finds and refreshes it
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
-_BADGE_PARAGRAPHS = ("[![Open in Colab]", "On Colab or Kaggle (internet on)")
-# the start of a README link to a notebook on Colab or Kaggle, whatever repository it names
-_LINK = re.compile(
-    r"https://(colab\.research\.google\.com/github|kaggle\.com/kernels/welcome\?src=https://github\.com)"
-    r"/\S+?/notebooks/"
-)
+# paragraphs of the title cell that `apply` writes (and replaces): badges and the notes below them
+_BADGE_PARAGRAPHS = ("[![Open in Colab]", "On Colab or Kaggle", "Opened alone,")
+_UNPUBLISHED_CELL = "not yet published"  # the course table's "open in" cell until REPOSITORY_URL is set
 
 # a row of the README's course table: "| 05 | `05_baseline_vit` | ... |"
 _ROW = re.compile(r"^\| \d\d \| `(\d\d_\w+)` \|.*\|$", re.MULTILINE)
@@ -44,8 +46,10 @@ import os
 import subprocess
 import sys
 
-REPOSITORY = "{url}"  # set in helpers/colab.py
+REPOSITORY = {url!r}  # set in helpers/colab.py
 HOSTED = "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+if HOSTED and REPOSITORY is None:
+    raise SystemExit("This copy of the workbook is not published: see README, 'Publishing the workbook'.")
 SETUP = (
     f"test -d workbook || git clone --depth 1 {{REPOSITORY}} workbook"
     f" && {{sys.executable}} -m pip install --quiet -e ./workbook"
@@ -62,7 +66,17 @@ def setup_cell() -> str:
     return _SETUP.format(url=REPOSITORY_URL)
 
 
+def is_published() -> bool:
+    """Whether :data:`REPOSITORY_URL` is set, so that badges and links can point somewhere."""
+    return bool(REPOSITORY_URL)
+
+
 def _github_path(notebook: str | Path) -> str:
+    if not is_published():
+        raise ValueError(
+            "The workbook is not published: set REPOSITORY_URL in helpers/colab.py, "
+            "then run `python -m helpers.colab apply`."
+        )
     owner_and_name = REPOSITORY_URL.removeprefix("https://github.com/").rstrip("/")
     return f"{owner_and_name}/blob/{BRANCH}/notebooks/{Path(notebook).name}"
 
@@ -86,26 +100,20 @@ def badges(notebook: str | Path) -> str:
 
 
 def _badge_text(notebook: Path) -> str:
-    """The badges, and for a notebook after 01 how to build what it reads on a fresh machine."""
+    """The badges (once published), and for a notebook after 01 that it builds its inputs alone."""
     number = int(Path(notebook).name[:2])
-    text = badges(notebook)
+    paragraphs = []
+    if is_published():
+        paragraphs.append(badges(notebook))
+        paragraphs.append("On Colab or Kaggle (internet on), the first code cell installs the workbook.")
     if number > 1:
-        earlier = _earlier(number)
-        text += (
-            f"\n\nOn Colab or Kaggle (internet on), the first code cell installs the workbook. This "
-            f"notebook reads what the earlier ones wrote, so on a fresh machine run them first: "
-            f"`!cd workbook && python -m helpers.notebooks run {earlier}`."
+        earlier = "01" if number == 2 else f"01-{number - 1:02d}"
+        paragraphs.append(
+            f"Opened alone, on a fresh machine, this notebook first runs the notebooks it reads ({earlier}) "
+            "in the same profile, with a progress bar and the expected time; where they have run, it "
+            "goes straight on."
         )
-    return text
-
-
-def _earlier(number: int) -> str:
-    """Shell patterns that match the notebooks numbered 01 to ``number`` - 1, in order."""
-    if number == 2:
-        return "notebooks/01_*.ipynb"
-    if number <= 10:
-        return f"notebooks/0[1-{number - 1}]_*.ipynb"
-    return f"notebooks/0[1-9]_*.ipynb notebooks/1[0-{number - 11}]_*.ipynb"
+    return "\n\n".join(paragraphs)
 
 
 def _lines(text: str) -> list[str]:
@@ -125,7 +133,7 @@ def apply(notebook: Path) -> bool:
     first, _, rest = "".join(title["source"]).partition("\n")
     # keep every paragraph but an earlier badge line and its note, then put the current ones first
     kept = [p for p in rest.lstrip("\n").split("\n\n") if not p.startswith(_BADGE_PARAGRAPHS)]
-    title["source"] = _lines("\n\n".join([first, _badge_text(notebook), *kept]))
+    title["source"] = _lines("\n\n".join([first, *filter(None, [_badge_text(notebook)]), *kept]))
     code = [cell for cell in cells if cell["cell_type"] == "code"]
     setup = next((c for c in code if SETUP_TAG in c.get("metadata", {}).get("tags", [])), None)
     if setup is None:
@@ -159,26 +167,31 @@ def problems(notebook: Path) -> list[str]:
     return found
 
 
-def update_readme(readme: Path = config.REPO_ROOT / "README.md") -> bool:
-    """Point the README's Colab and Kaggle links at :data:`REPOSITORY_URL`; True if it changed.
+def open_in_cell(notebook: str | Path) -> str:
+    """The README course table's "open in" cell of ``notebook``: links once published, else a note."""
+    if not is_published():
+        return _UNPUBLISHED_CELL
+    return f"[Colab]({colab_url(notebook)}) · [Kaggle]({kaggle_url(notebook)})"
 
-    A row of the course table without links (``| NN | `NN_name` | ... |``) gets them as a
-    last column.
+
+def update_readme(readme: Path = config.REPO_ROOT / "README.md") -> bool:
+    """Write each course table row's "open in" cell from :data:`REPOSITORY_URL`; True if it changed.
+
+    Rows are ``| NN | `NN_name` | ... |``; the last cell is replaced (links, or until the
+    workbook is published a note, so the README has no links that lead nowhere). A row
+    without that cell gets it appended.
     """
     text = readme.read_text(encoding="utf-8")
 
-    def current(match: re.Match) -> str:
-        url = colab_url("x") if "colab" in match.group(1) else kaggle_url("x")
-        return url.removesuffix("x")
-
-    def with_links(match: re.Match) -> str:
+    def with_cell(match: re.Match) -> str:
         row, stem = match.group(0), match.group(1)
-        if "colab.research.google.com" in row:
-            return row
-        name = f"{stem}.ipynb"
-        return f"{row} [Colab]({colab_url(name)}) · [Kaggle]({kaggle_url(name)}) |"
+        cell = open_in_cell(f"{stem}.ipynb")
+        last = row.rstrip("|").rpartition("|")[2].strip()
+        if "colab.research.google.com" in last or last == _UNPUBLISHED_CELL:
+            return f"{row.rstrip('|').rpartition('|')[0]}| {cell} |"
+        return f"{row} {cell} |"
 
-    updated = _ROW.sub(with_links, _LINK.sub(current, text))
+    updated = _ROW.sub(with_cell, text)
     if updated == text:
         return False
     with config.atomic_target(readme) as temporary:

@@ -58,6 +58,10 @@ _COMMON = {
     "comparison_seeds": 3,  # notebook 06 repeats each run with this many seeds
     # compile training steps with XLA: "auto" lets Keras decide (XLA on a GPU, not on a CPU)
     "jit_compile": "auto",
+    # "auto": mixed_float16 on CUDA GPUs of compute capability 7.x (T4, V100), mixed_bfloat16
+    # on 8.0 and above (A100, L4), float32 on CPUs and Apple's Metal; or one of those three
+    # names (helpers.device)
+    "precision": "auto",
     # None: the report's 42,570 locations; or an OpenAddresses file (CSV or GeoJSON, in data/
     # or a path) to sample your own, in proportion to postcodes as the report did
     "addresses_file": None,

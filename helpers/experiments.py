@@ -94,7 +94,9 @@ def run_experiment(
     train_rows = dataset[dataset["split"] == "train"].reset_index(drop=True)
     val_rows = dataset[dataset["split"] == "val"].reset_index(drop=True)
     size, batch, budget = profile["image_size"], profile["batch_size"], profile["cache_budget_gb"]
-    augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
+    # RandAugment: in the training step on a GPU, in the input pipeline on a CPU
+    on_device = augment and model.augmentation_on_device()
+    augmenter = model.randaugment(profile, seed=profile["seed"]) if augment and not on_device else None
     train_data = model.image_dataset(
         train_rows,
         image_root,
@@ -108,7 +110,8 @@ def run_experiment(
     val_data = model.image_dataset(val_rows, image_root, size, 256, cache_budget_gb=budget)
 
     keras.utils.set_random_seed(profile["seed"])
-    classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone)
+    layer = model.randaugment_layer(profile, seed=profile["seed"]) if on_device else None
+    classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone, augment=layer)
     steps = model.steps_per_epoch(len(train_rows), batch)
     optimizer = model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas)
     folder = model.run_dir(profile, name)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import config, losses
+from helpers import config, device, losses
 
 
 def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
@@ -176,12 +176,19 @@ def _checkpoint_settings(preset: str) -> dict:
 
 
 def build_backbone(profile: dict, preset: str | None = None):
-    """The ViT backbone of ``profile``: from ``preset`` (or the profile's), else a new one."""
+    """The ViT backbone of ``profile``: from ``preset`` (or the profile's), else a new one.
+
+    It computes in the profile's precision on this machine (``device.precision``: float32,
+    or a mixed policy on a GPU), set on the backbone alone, never as Keras's global policy.
+    """
     import keras_hub
 
     preset = resolve_preset(profile, preset)
+    policy = device.precision(profile)
     if preset:
-        return keras_hub.models.ViTBackbone.from_preset(str(preset), **_checkpoint_settings(str(preset)))
+        return keras_hub.models.ViTBackbone.from_preset(
+            str(preset), dtype=policy, **_checkpoint_settings(str(preset))
+        )
     size, patch = profile["image_size"], profile["patch_size"]
     return keras_hub.models.ViTBackbone(
         image_shape=(size, size, 3),
@@ -190,15 +197,19 @@ def build_backbone(profile: dict, preset: str | None = None):
         num_heads=profile["vit_heads"],
         hidden_dim=profile["vit_width"],
         mlp_dim=profile["vit_mlp_width"],
+        dtype=policy,
     )
 
 
-def build_classifier(n_cells: int, profile: dict, preset: str | None = None, freeze_backbone: bool = False):
+def build_classifier(
+    n_cells: int, profile: dict, preset: str | None = None, freeze_backbone: bool = False, augment=None
+):
     """A ViT with a softmax head over ``n_cells`` cells, reading the class token.
 
     Inputs are RGB pixels 0-255; the first layer scales them as the checkpoint's image
     processor does (:func:`input_scaling`). ``freeze_backbone=True`` trains the head only
-    (the report's frozen experiment: 10 %).
+    (the report's frozen experiment: 10 %). ``augment``: a layer applied to the pixels
+    before that, in training only (:func:`randaugment_layer`, RandAugment on the GPU).
     """
     preset = resolve_preset(profile, preset)
     backbone = build_backbone(profile, preset)
@@ -206,10 +217,15 @@ def build_classifier(n_cells: int, profile: dict, preset: str | None = None, fre
     size = backbone.image_shape[0] if hasattr(backbone, "image_shape") else profile["image_size"]
     scale, offset = input_scaling(preset)
     inputs = keras.Input((size, size, 3), name="image")
-    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(inputs)
+    pixels = augment(inputs) if augment is not None else inputs
+    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(pixels)
     tokens = backbone(scaled)
-    class_token = keras.layers.Lambda(lambda t: t[:, 0, :], name="class_token")(tokens)
-    probabilities = keras.layers.Dense(n_cells, activation="softmax", name="cells")(class_token)
+    # the head, and so the probabilities the losses and metrics read, stay float32 under a
+    # mixed policy: a softmax over 129 cells in float16 would round small probabilities to 0
+    class_token = keras.layers.Lambda(lambda t: t[:, 0, :], name="class_token", dtype="float32")(tokens)
+    probabilities = keras.layers.Dense(n_cells, activation="softmax", name="cells", dtype="float32")(
+        class_token
+    )
     return keras.Model(inputs, probabilities, name="vit_geocells")
 
 
@@ -290,7 +306,8 @@ def make_optimizer(
     # backend sees the full path plus ":0". The patch embedding is a convolution whose
     # weights, "kernel", do decay.
     optimizer.exclude_from_weight_decay(var_names=[r"(^|/)(bias|gamma|beta|class_token|embeddings)(:\d+)?$"])
-    return optimizer
+    # loss scaling under mixed_float16; a GPU profile without a GPU warns here
+    return device.training_optimizer(optimizer, profile)
 
 
 def randaugment(profile: dict, seed: int = 0):
@@ -309,6 +326,26 @@ def randaugment(profile: dict, seed: int = 0):
         magnitude=profile["randaugment_factor"],
         augmentations_per_image=profile["randaugment_ops"],
         seed=seed,
+    )
+
+
+def augmentation_on_device() -> bool:
+    """Whether RandAugment runs inside the training step on the accelerator (a GPU is there)
+    rather than in the ``tf.data`` pipeline on the CPU, which on a 2-core Colab machine would
+    cap the GPU's training rate."""
+    return device.has_gpu()
+
+
+def randaugment_layer(profile: dict, seed: int = 0):
+    """:func:`randaugment`'s policy as a layer for :func:`build_classifier` (``augment=``): it
+    runs in the compiled training step on the device and passes images through at inference."""
+    from helpers import augment
+
+    return augment.RandAugmentLayer(
+        magnitude=profile["randaugment_factor"],
+        augmentations_per_image=profile["randaugment_ops"],
+        seed=seed,
+        name="randaugment",
     )
 
 
@@ -385,9 +422,9 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 def jit_compile(profile: dict):
-    """The profile's ``jit_compile`` for ``Model.compile``; "auto" on the PyTorch backend, where
-    True would mean ``torch.compile``."""
-    return "auto" if keras.backend.backend() == "torch" else profile.get("jit_compile", "auto")
+    """The profile's ``jit_compile`` for ``Model.compile`` here: off on Apple's Metal, "auto" on
+    the PyTorch backend, where True would mean ``torch.compile`` (``device.jit_compile``)."""
+    return device.jit_compile(profile)
 
 
 def run_dir(profile: str | dict, name: str) -> Path:
@@ -467,6 +504,8 @@ def write_summary(folder: Path, summary: dict) -> None:
 
 def load_model(folder: Path, which: str = "best"):
     """Load ``best.keras`` or ``last.keras`` of a run (custom losses are not needed to predict)."""
+    from helpers import augment  # noqa: F401 (registers RandAugmentLayer, inside models trained on a GPU)
+
     return keras.saving.load_model(Path(folder) / f"{which}.keras", compile=False, safe_mode=False)
 
 
