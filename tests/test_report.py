@@ -180,38 +180,80 @@ def add_loss(profile, loss, top1, km=40.0):
 
 # (claim, what the hand-made build changes, why the rule must not say "reproduced")
 MUST_FAIL = [
-    (1, lambda p: record_runs(p, "baseline", [0.10, 0.10, 0.10], train_top1=[0.11, 0.11, 0.11]),
-     "a 1-point gap identical over 3 seeds (issue 21: the old error, sd / sqrt(n), was 0)"),
-    (1, lambda p: record_runs(p, "baseline", [0.10, 0.30, 0.50], train_top1=[0.20, 0.30, 0.40]),
-     "a gap of 0 on average"),
-    (2, lambda p: record_runs(p, "augment", [0.12, 0.13, 0.14]),
-     "+2 points against seeds and 400 images"),
+    (
+        1,
+        lambda p: record_runs(p, "baseline", [0.10, 0.10, 0.10], train_top1=[0.11, 0.11, 0.11]),
+        "a 1-point gap identical over 3 seeds (issue 21: the old error, sd / sqrt(n), was 0)",
+    ),
+    (
+        1,
+        lambda p: record_runs(p, "baseline", [0.10, 0.30, 0.50], train_top1=[0.20, 0.30, 0.40]),
+        "a gap of 0 on average",
+    ),
+    (2, lambda p: record_runs(p, "augment", [0.12, 0.13, 0.14]), "+2 points against seeds and 400 images"),
     (2, lambda p: record_runs(p, "augment", [0.01, 0.02, 0.03]), "the opposite sign"),
     (3, lambda p: record_runs(p, "final", [0.21, 0.20, 0.22]), "final = augment"),
     (4, lambda p: record_runs(p, "final", [0.10, 0.12, 0.11]), "final = baseline"),
-    (5, lambda p: (record_runs(p, "final", [0.10, 0.20, 0.30]), add_loss(p, "expected_distance_squared", 0.22)),
-     "12 points above cross-entropy with a 10-point seed spread (issue 21: the old rule said reproduced)"),
+    (
+        5,
+        lambda p: (
+            record_runs(p, "final", [0.10, 0.20, 0.30]),
+            add_loss(p, "expected_distance_squared", 0.22),
+        ),
+        "12 points above cross-entropy with a 10-point seed spread (issue 21: the old rule said reproduced)",
+    ),
     (5, lambda p: add_loss(p, "expected_distance_squared", 0.40), "10 points better, beyond the noise"),
     (6, lambda p: add_loss(p, "expected_distance_squared", 0.30, km=40.0), "no closer than cross-entropy"),
     (7, lambda p: add_loss(p, "distance_plus_cross_entropy", 0.30), "no more accurate than loss (1)"),
-    (8, lambda p: (record_runs(p, "final", [0.10, 0.20, 0.30]), add_loss(p, "log_distance", 0.22)),
-     "12 points above with a 10-point seed spread"),
+    (
+        8,
+        lambda p: (record_runs(p, "final", [0.10, 0.20, 0.30]), add_loss(p, "log_distance", 0.22)),
+        "12 points above with a 10-point seed spread",
+    ),
     (8, lambda p: add_loss(p, "log_distance", 0.36), "6 points better, beyond the noise"),
-    (12, lambda p: record_runs(p, "final", [0.30, 0.30, 0.31], centroid_km=[100.0, 101.0, 102.0]),
-     "below a random cell, but at 67 % of it, not the report's 41 %"),
-    (12, lambda p: record_runs(p, "final", [0.30, 0.30, 0.31], centroid_km=[150.0, 151.0, 152.0]),
-     "no better than a random cell"),
-    (13, lambda p: metrics.record_facts(p, neighbour_error_share=0.067, neighbour_error_chance=0.03,
-                                        neighbour_pairs=100, neighbour_pairs_higher=20),
-     "6.7 % of errors to neighbours, twice chance, but few pairs confused more (issue 21)"),
-    (13, lambda p: metrics.record_facts(p, neighbour_pairs=100, neighbour_pairs_higher=58),
-     "more than half the pairs, but within chance (sign test)"),
-    (14, lambda p: metrics.record_facts(p, area_accuracy_spearman=0.4, area_accuracy_p=0.01),
-     "larger cells more accurate"),
-    (14, lambda p: metrics.record_facts(p, area_accuracy_spearman=-0.1, area_accuracy_p=0.3),
-     "no significant relation"),
-    (15, lambda p: metrics.record_facts(p, sky_attention_share=0.5, sky_pixel_share=0.3, sky_attention_leak_0=0.55),
-     "more than the sky's pixel share, but less than the control (issue 21: circular)"),
+    (
+        12,
+        lambda p: record_runs(p, "final", [0.30, 0.30, 0.31], centroid_km=[100.0, 101.0, 102.0]),
+        "below a random cell, but at 67 % of it, not the report's 41 %",
+    ),
+    (
+        12,
+        lambda p: record_runs(p, "final", [0.30, 0.30, 0.31], centroid_km=[150.0, 151.0, 152.0]),
+        "no better than a random cell",
+    ),
+    (
+        13,
+        lambda p: metrics.record_facts(
+            p,
+            neighbour_error_share=0.067,
+            neighbour_error_chance=0.03,
+            neighbour_pairs=100,
+            neighbour_pairs_higher=20,
+        ),
+        "6.7 % of errors to neighbours, twice chance, but few pairs confused more (issue 21)",
+    ),
+    (
+        13,
+        lambda p: metrics.record_facts(p, neighbour_pairs=100, neighbour_pairs_higher=58),
+        "more than half the pairs, but within chance (sign test)",
+    ),
+    (
+        14,
+        lambda p: metrics.record_facts(p, area_accuracy_spearman=0.4, area_accuracy_p=0.01),
+        "larger cells more accurate",
+    ),
+    (
+        14,
+        lambda p: metrics.record_facts(p, area_accuracy_spearman=-0.1, area_accuracy_p=0.3),
+        "no significant relation",
+    ),
+    (
+        15,
+        lambda p: metrics.record_facts(
+            p, sky_attention_share=0.5, sky_pixel_share=0.3, sky_attention_leak_0=0.55
+        ),
+        "more than the sky's pixel share, but less than the control (issue 21: circular)",
+    ),
     (16, lambda p: metrics.record_facts(p, new_day_drop_leak_1=0.005), "half a point, inside the seed noise"),
 ]
 
