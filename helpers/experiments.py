@@ -218,18 +218,9 @@ def batch_size_of(profile: dict, *, augment: bool, warmup: bool, betas: tuple[fl
     augmentation, warm-up and the profile's betas: notebook 06's final runs and every loss
     of notebook 07. ``final_batch_size`` None keeps one batch size for all runs.
     """
-    final = (
-        augment
-        and warmup
-        and tuple(betas or (profile["beta_1"], profile["beta_2"]))
-        == (
-            profile["beta_1"],
-            profile["beta_2"],
-        )
-    )
-    return (
-        int(profile.get("final_batch_size") or profile["batch_size"]) if final else int(profile["batch_size"])
-    )
+    betas = tuple(betas or (profile["beta_1"], profile["beta_2"]))
+    final = augment and warmup and betas == (profile["beta_1"], profile["beta_2"])
+    return int((final and profile.get("final_batch_size")) or profile["batch_size"])
 
 
 def predictions_path(profile: str | dict, run: str, split: str = "val"):
@@ -344,7 +335,7 @@ _COMPARED = {"loss": "cross_entropy", "augment": False, "warmup": True, "freeze_
 PER_IMAGE = {"top1": "correct", "top3": "in_top3", "mean_km": "error_km", "centroid_mean_km": "centroid_km"}
 
 
-def _per_image(profile, runs: list[str], split: str, column: str) -> pd.DataFrame:
+def per_image_values(profile, runs: list[str], split: str, column: str) -> pd.DataFrame:
     """Per-image values of ``column`` for ``runs`` on ``split``: rows images, columns runs."""
     found = {}
     for run in runs:
@@ -386,8 +377,8 @@ def compare_experiments(
     runs_b = list(runs_b) if runs_b else []
     everything = list(runs_a) + runs_b
     if metric == "gap":
-        train = _per_image(profile, everything, "train", "correct")
-        val = _per_image(profile, everything, "val", "correct")
+        train = per_image_values(profile, everything, "train", "correct")
+        val = per_image_values(profile, everything, "val", "correct")
         per_seed = train.mean() - val.mean()
         blocks = [
             train[runs_a].mean(axis=1) - (train[runs_b].mean(axis=1) if runs_b else 0),
@@ -398,7 +389,7 @@ def compare_experiments(
             raise KeyError(
                 f"No per-image values for metric {metric!r}; choose one of {sorted(PER_IMAGE)} or 'gap'."
             )
-        values = _per_image(profile, everything, "val", PER_IMAGE[metric])
+        values = per_image_values(profile, everything, "val", PER_IMAGE[metric])
         per_seed = values.mean()
         blocks = [values[runs_a].mean(axis=1) - (values[runs_b].mean(axis=1) if runs_b else 0)]
     result = statistics.difference_test(

@@ -509,8 +509,10 @@ def judge_against_random(build: dict):
         )
     ratio = published("final_mean_km") / published("random_mean_km")
     try:
-        model_km = experiments._per_image(build["profile"], runs, "val", "centroid_km")
-        random_km = experiments._per_image(build["profile"], runs, "val", "random_centroid_km").mean(axis=1)
+        model_km = experiments.per_image_values(build["profile"], runs, "val", "centroid_km")
+        random_km = experiments.per_image_values(build["profile"], runs, "val", "random_centroid_km").mean(
+            axis=1
+        )
     except (LookupError, ValueError) as error:
         return "n/a", label, MISSING, str(error)
     tests = {}
