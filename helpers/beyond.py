@@ -372,13 +372,23 @@ def offset_loss(centroids_xy_km, reach_km):
 
 
 def _hybrid_data(rows, image_root, profile, training=False, augment=None, batch=None):
-    """(images, {"cells": cell, "offsets": [cell, x_km, y_km]}) batches of ``rows``."""
-    # model.image_dataset carries two coordinates per image next to the cell: we give it the
-    # EPSG:25832 (x, y) in km instead of (lat, lng), so the loss needs no projection in TensorFlow
-    xy = geo.metric_xy_km(rows["lat"], rows["lng"])
-    projected = rows.assign(lat=xy[:, 0], lng=xy[:, 1])
+    """(images, {"cells": [cell, lat, lng], "offsets": [cell, x_km, y_km]}) batches of ``rows``.
+
+    Each head gets its own targets: the cell loss rows in the form every cell loss takes
+    (:func:`helpers.model.labels_of`: (lat, lng) in degrees, which PIGEON's haversine
+    smoothing measures from), the offset loss the photo's EPSG:25832 (x, y) in km, so it
+    needs no projection in TensorFlow.
+    """
+    import tensorflow as tf
+
+    # model.image_dataset carries two numbers per image next to the cell; we let it carry the
+    # row's index and look both kinds of coordinates up after batching (the shuffle keeps
+    # each image with its own index)
+    xy = geo.metric_xy_km(rows["lat"], rows["lng"]).astype("float32")
+    degrees = rows[["lat", "lng"]].to_numpy().astype("float32")
+    indexed = rows.assign(lat=np.arange(len(rows), dtype="float32"), lng=0.0)
     data = model.image_dataset(
-        projected,
+        indexed,
         image_root,
         profile["image_size"],
         batch or profile["batch_size"],
@@ -387,7 +397,17 @@ def _hybrid_data(rows, image_root, profile, training=False, augment=None, batch=
         seed=profile["seed"],
         cache_budget_gb=profile["cache_budget_gb"],
     )
-    return data.map(lambda x, y: (x, {"cells": y[:, 0], "offsets": y}))
+    degrees, xy = tf.constant(degrees), tf.constant(xy)
+
+    def targets(x, y):
+        index = tf.cast(y[:, 1], "int32")
+        cell = y[:, :1]
+        return x, {
+            "cells": tf.concat([cell, tf.gather(degrees, index)], axis=1),
+            "offsets": tf.concat([cell, tf.gather(xy, index)], axis=1),
+        }
+
+    return data.map(targets)
 
 
 def train_hybrid(
@@ -405,7 +425,8 @@ def train_hybrid(
     (``experiments.finished_run``): its cell loss, augmentation, warm-up, betas and
     overrides (its seed) and epochs are copied, so the second head is the only difference;
     without it, cross-entropy, no augmentation, warm-up, the profile's betas and epochs.
-    Batch size, learning rate and optimiser are the profile's, as for every run. Offsets are fractions
+    Batch size is the ``like`` run's (:func:`experiments.batch_size_of`), learning rate and
+    optimiser the profile's, as for every run. Offsets are fractions
     of each cell's reach on the training images, so the offset loss stays below 2 per image,
     and weight 1.0 weighs it as OpenStreetView-5M does (``configs/model/loss/hybrid.yaml``).
     Keeps the epoch with the best validation top-1 (``best.keras`` in ``runs/<name>/``).
@@ -432,17 +453,23 @@ def train_hybrid(
         ce_weight=like.get("ce_weight", 1.0),
     )
 
+    batch = int(
+        like.get("batch_size")
+        or experiments.batch_size_of(profile, augment=augment, warmup=warmup, betas=betas)
+    )
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
-    train_data = _hybrid_data(train_rows, image_root, profile, training=True, augment=augmenter)
+    train_data = _hybrid_data(train_rows, image_root, profile, training=True, augment=augmenter, batch=batch)
     val_data = _hybrid_data(val_rows, image_root, profile, batch=256)
     keras.utils.set_random_seed(profile["seed"])
     hybrid = build_hybrid(len(cells), profile)
-    steps = model.steps_per_epoch(len(train_rows), profile["batch_size"])
+    steps = model.steps_per_epoch(len(train_rows), batch)
     hybrid.compile(
-        optimizer=model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas),
+        optimizer=model.make_optimizer(
+            profile, steps, epochs, warmup=warmup, betas=betas, train_images=len(train_rows)
+        ),
         loss={"cells": cell_loss, "offsets": offset_loss(centroids_xy, reach)},
         loss_weights={"cells": 1.0, "offsets": offset_weight},
-        metrics={"cells": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        metrics={"cells": [losses.accuracy_metrics()[0]]},
         jit_compile=model.jit_compile(profile),
     )
     folder = model.run_dir(profile, name)
@@ -480,6 +507,7 @@ def train_hybrid(
             "betas": list(betas),
             "offset_weight": offset_weight,
             "epochs": epochs,
+            "batch_size": batch,
             "best_epoch": int(history["val_cells_accuracy"].idxmax()),
             "seed": profile["seed"],
             "overrides": profile["overrides"],

@@ -8,13 +8,15 @@ so a comparison table means what it says.
 from __future__ import annotations
 
 import json
+import math
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, geo, images, losses, metrics, model
+from helpers import config, geo, images, losses, metrics, model, statistics
 
 
 def cells_and_distances(profile: str | dict) -> tuple[pd.DataFrame, np.ndarray]:
@@ -39,18 +41,47 @@ def data_label(profile: str | dict) -> str:
     return label + " (loopback stand-in)" if profile["streetview_api"] == "standin" else label
 
 
-def evaluate(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame) -> dict:
-    """Top-1/top-3 accuracy and the error from the arg-max cell's centroid to each image's
-    true location (km): mean, median and the share within 1, 25, 200 and 750 km."""
-    true = table["cell"].to_numpy()
+def image_scores(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per image: what the arg-max cell got right and how far off it was.
+
+    Columns: ``image_path``, ``cell`` (true), ``predicted`` (arg-max cell), ``correct``
+    (0 or 1), ``in_top3``, ``error_km`` (the predicted cell's centroid to the photo's own
+    location), ``centroid_km`` (the predicted cell's centroid to the true cell's centroid,
+    0 when the cell is right: the report's distance, its authors' ``best_distance``) and
+    ``random_centroid_km`` (the same distance for a uniformly random cell: the mean over
+    all cells of the distance from the true cell's centroid, the report's "randomly
+    choosing predicted cells" baseline on the same basis). Distances in km.
+    """
+    true = table["cell"].to_numpy().astype(int)
     ranked = np.argsort(-probabilities, axis=1)
     centroids = cells.sort_values("cell")[["lat", "lng"]].to_numpy()
+    between = geo.pairwise_haversine_km(centroids, centroids)
     guess = centroids[ranked[:, 0]]
     errors = geo.haversine_km(table["lat"].to_numpy(), table["lng"].to_numpy(), guess[:, 0], guess[:, 1])
+    return pd.DataFrame(
+        {
+            "image_path": table["image_path"].to_numpy() if "image_path" in table else np.arange(len(table)),
+            "cell": true,
+            "predicted": ranked[:, 0],
+            "correct": (ranked[:, 0] == true).astype(int),
+            "in_top3": (ranked[:, :3] == true[:, None]).any(1).astype(int),
+            "error_km": np.asarray(errors, dtype=float),
+            "centroid_km": between[true, ranked[:, 0]],
+            "random_centroid_km": between[true].mean(axis=1),
+        }
+    )
+
+
+def evaluate(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame) -> dict:
+    """Top-1/top-3 accuracy, the error from the arg-max cell's centroid to each image's true
+    location (km): mean, median and the share within 1, 25, 200 and 750 km; and the report's
+    distance, arg-max centroid to true centroid (``centroid_mean_km``, see :func:`image_scores`)."""
+    scores = image_scores(probabilities, table, cells)
     return {
-        "top1": float((ranked[:, 0] == true).mean()),
-        "top3": float((ranked[:, :3] == true[:, None]).any(1).mean()),
-        **metrics.distance_summary(errors),
+        "top1": float(scores["correct"].mean()),
+        "top3": float(scores["in_top3"].mean()),
+        **metrics.distance_summary(scores["error_km"]),
+        "centroid_mean_km": float(scores["centroid_km"].mean()),
     }
 
 
@@ -93,7 +124,8 @@ def run_experiment(
     dataset, skipped = images.readable_rows(dataset, image_root)
     train_rows = dataset[dataset["split"] == "train"].reset_index(drop=True)
     val_rows = dataset[dataset["split"] == "val"].reset_index(drop=True)
-    size, batch, budget = profile["image_size"], profile["batch_size"], profile["cache_budget_gb"]
+    size, budget = profile["image_size"], profile["cache_budget_gb"]
+    batch = batch_size_of(profile, augment=augment, warmup=warmup, betas=betas)
     # RandAugment: in the training step on a GPU, in the input pipeline on a CPU
     on_device = augment and model.augmentation_on_device()
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment and not on_device else None
@@ -113,7 +145,9 @@ def run_experiment(
     layer = model.randaugment_layer(profile, seed=profile["seed"]) if on_device else None
     classifier = model.build_classifier(len(cells), profile, freeze_backbone=freeze_backbone, augment=layer)
     steps = model.steps_per_epoch(len(train_rows), batch)
-    optimizer = model.make_optimizer(profile, steps, epochs, warmup=warmup, betas=betas)
+    optimizer = model.make_optimizer(
+        profile, steps, epochs, warmup=warmup, betas=betas, train_images=len(train_rows)
+    )
     folder = model.run_dir(profile, name)
     objective = losses.make_loss(loss, distance_km, centroids=centroids, tau_km=tau_km, ce_weight=ce_weight)
     start = time.perf_counter()
@@ -135,8 +169,12 @@ def run_experiment(
     probabilities, _ = model.predict(kept, val_data)
     scores = evaluate(probabilities, val_rows, cells)
     clean_train = model.image_dataset(train_rows, image_root, size, 256, cache_budget_gb=0)
-    train_probabilities, train_labels = model.predict(kept, clean_train)
-    scores["train_top1"] = float((train_probabilities.argmax(axis=1) == train_labels).mean())
+    train_probabilities, _ = model.predict(kept, clean_train)
+    # per-image records: the paired comparisons of helpers.statistics need them
+    write_predictions(folder, "val", image_scores(probabilities, val_rows, cells))
+    train_scores = image_scores(train_probabilities, train_rows, cells)
+    write_predictions(folder, "train", train_scores[["image_path", "cell", "predicted", "correct"]])
+    scores["train_top1"] = float(train_scores["correct"].mean())
     settings = {
         "loss": loss,
         "augment": augment,
@@ -146,6 +184,8 @@ def run_experiment(
         "tau_km": tau_km if loss == "haversine_smoothing" else None,
         "ce_weight": ce_weight,
         "epochs": epochs,
+        "batch_size": batch,
+        "lr_schedule": profile["lr_schedule"],
         "best_epoch": int(history["val_accuracy"].idxmax()),
         "seed": profile["seed"],
         "overrides": profile["overrides"],
@@ -169,6 +209,38 @@ def run_experiment(
         **scores,
     )
     return {"name": name, "history": history, "val": scores, "folder": folder, "settings": settings}
+
+
+def batch_size_of(profile: dict, *, augment: bool, warmup: bool, betas: tuple[float, float] | None) -> int:
+    """The batch size of a run: ``final_batch_size`` for the report's final configuration, else
+    ``batch_size``.
+
+    The report trained its base model with batch 32 and "decreased the batch size to 16, as
+    the new custom model used more memory" (§3.3); its authors' final notebook
+    (``5-image-classification.ipynb``) trains with 16. The final configuration here is
+    augmentation, warm-up and the profile's betas: notebook 06's final runs and every loss
+    of notebook 07. ``final_batch_size`` None keeps one batch size for all runs.
+    """
+    betas = tuple(betas or (profile["beta_1"], profile["beta_2"]))
+    final = augment and warmup and betas == (profile["beta_1"], profile["beta_2"])
+    return int((final and profile.get("final_batch_size")) or profile["batch_size"])
+
+
+def predictions_path(profile: str | dict, run: str, split: str = "val"):
+    """Where run ``run`` keeps its per-image scores: ``runs/<run>/predictions_<split>.csv``."""
+    return model.run_dir(profile, run) / f"predictions_{split}.csv"
+
+
+def write_predictions(folder, split: str, scores: pd.DataFrame) -> None:
+    """Write a run's per-image scores (:func:`image_scores`) atomically to ``predictions_<split>.csv``."""
+    with config.atomic_target(Path(folder) / f"predictions_{split}.csv") as temporary:
+        scores.to_csv(temporary, index=False)
+
+
+def load_predictions(profile: str | dict, run: str, split: str = "val") -> pd.DataFrame | None:
+    """The per-image scores of run ``run`` on ``split`` ("val" or "train"), or None if not recorded."""
+    path = predictions_path(profile, run, split)
+    return pd.read_csv(path) if path.exists() else None
 
 
 def best_run(profile: str | dict) -> str:
@@ -221,11 +293,24 @@ def repeat_over_seeds(
         seeded = config.get_profile(profile, seed=seed)
         reused = (reuse or {}).get(seed)
         earlier = finished_run(seeded, reused) if reused else None
-        if earlier and _same_settings(earlier, seeded, settings):
-            scores = earlier["val"]
+        if (
+            earlier
+            and _same_settings(earlier, seeded, settings)
+            and load_predictions(seeded, reused) is not None
+        ):
+            experiment, scores = reused, earlier["val"]
         else:
-            scores = run_experiment(seeded, f"{name}_seed{seed}", verbose=0, **settings)["val"]
-        rows.append({"run": name, "seed": seed, **scores, "gap": scores["train_top1"] - scores["top1"]})
+            experiment = f"{name}_seed{seed}"
+            scores = run_experiment(seeded, experiment, verbose=0, **settings)["val"]
+        rows.append(
+            {
+                "run": name,
+                "seed": seed,
+                "experiment": experiment,
+                **scores,
+                "gap": scores["train_top1"] - scores["top1"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -235,6 +320,13 @@ def _same_settings(summary: dict, profile: dict, settings: dict) -> bool:
     wanted["betas"] = list(settings.get("betas") or (profile["beta_1"], profile["beta_2"]))
     wanted["epochs"] = settings.get("epochs") or profile["epochs"]
     wanted["seed"] = profile["seed"]
+    wanted["lr_schedule"] = profile["lr_schedule"]
+    wanted["batch_size"] = batch_size_of(
+        profile,
+        augment=wanted["augment"],
+        warmup=wanted["warmup"],
+        betas=tuple(wanted["betas"]),
+    )
     return all(summary.get(key) == value for key, value in wanted.items())
 
 
@@ -242,48 +334,126 @@ def _same_settings(summary: dict, profile: dict, settings: dict) -> bool:
 _COMPARED = {"loss": "cross_entropy", "augment": False, "warmup": True, "freeze_backbone": False}
 
 
+# per-image column of predictions_val.csv behind each metric of the results table
+PER_IMAGE = {"top1": "correct", "top3": "in_top3", "mean_km": "error_km", "centroid_mean_km": "centroid_km"}
+
+
+def per_image_values(profile, runs: list[str], split: str, column: str) -> pd.DataFrame:
+    """Per-image values of ``column`` for ``runs`` on ``split``: rows images, columns runs."""
+    found = {}
+    for run in runs:
+        table = load_predictions(profile, run, split)
+        if table is None:
+            raise LookupError(
+                f"No per-image predictions of run {run!r} ({predictions_path(profile, run, split)}); "
+                "runs record them since the paired noise rule; train it again (notebooks 05-07)."
+            )
+        found[run] = table.set_index("image_path")[column]
+    matrix = pd.DataFrame(found)
+    if matrix.isna().any().any():
+        raise ValueError(
+            f"Runs {', '.join(runs)} were not scored on the same {split} images; a paired comparison "
+            "needs one image set (the same dataset.csv)."
+        )
+    return matrix
+
+
+def compare_experiments(
+    profile: str | dict,
+    runs_a: list[str],
+    runs_b: list[str] | None = None,
+    metric: str = "top1",
+    *,
+    borrowed: tuple[float, float] | None = None,
+    shift: float = 0.0,
+) -> dict:
+    """The noise rule (:func:`helpers.statistics.difference_test`) for runs ``runs_a`` against ``runs_b``.
+
+    Each list holds the runs of one setting, one per seed (a setting trained once needs
+    ``borrowed``). ``metric`` is a column of the results table with a per-image column
+    (:data:`PER_IMAGE`: top1, top3, mean_km, centroid_mean_km), or "gap" (train minus
+    validation top-1). Per-seed scores and per-image values come from each run's
+    ``predictions_val.csv`` (and ``predictions_train.csv`` for the gap), paired image by
+    image. ``runs_b`` None tests ``mean(a) - shift``. Returns the rule's dictionary plus
+    ``mean_a`` and ``mean_b``.
+    """
+    runs_b = list(runs_b) if runs_b else []
+    everything = list(runs_a) + runs_b
+    if metric == "gap":
+        train = per_image_values(profile, everything, "train", "correct")
+        val = per_image_values(profile, everything, "val", "correct")
+        per_seed = train.mean() - val.mean()
+        blocks = [
+            train[runs_a].mean(axis=1) - (train[runs_b].mean(axis=1) if runs_b else 0),
+            val[runs_a].mean(axis=1) - (val[runs_b].mean(axis=1) if runs_b else 0),
+        ]
+    else:
+        if metric not in PER_IMAGE:
+            raise KeyError(
+                f"No per-image values for metric {metric!r}; choose one of {sorted(PER_IMAGE)} or 'gap'."
+            )
+        values = per_image_values(profile, everything, "val", PER_IMAGE[metric])
+        per_seed = values.mean()
+        blocks = [values[runs_a].mean(axis=1) - (values[runs_b].mean(axis=1) if runs_b else 0)]
+    result = statistics.difference_test(
+        per_seed[list(runs_a)].to_numpy(),
+        per_seed[runs_b].to_numpy() if runs_b else None,
+        [block.to_numpy() for block in blocks],
+        borrowed=borrowed,
+        shift=shift,
+    )
+    return {
+        **result,
+        "mean_a": float(per_seed[list(runs_a)].mean()),
+        "mean_b": float(per_seed[runs_b].mean()) if runs_b else math.nan,
+    }
+
+
 def compare_runs(
-    scores: pd.DataFrame, reference: str, metric: str = "top1", n_images: int | None = None
+    profile: str | dict, scores: pd.DataFrame, reference: str, metric: str = "top1"
 ) -> pd.DataFrame:
     """Each run's mean ``metric`` over seeds against ``reference``'s, and whether the difference
     is larger than the noise.
 
-    ``scores`` has one row per (run, seed) (:func:`repeat_over_seeds`). The standard error
-    of the difference of the means adds the seed noise, ``s_a**2 / n_a + s_b**2 / n_b``
-    (``s`` the standard deviation over ``n`` seeds), and, for an accuracy measured on
-    ``n_images`` validation images, their sampling noise ``p (1 - p) / n_images`` for each
-    run (the same images serve every seed, so this part does not shrink with more seeds).
-    The difference counts as larger than the noise when it exceeds twice that error.
+    ``scores`` has one row per (run, seed) with the ``experiment`` that holds it
+    (:func:`repeat_over_seeds`). The rule is :func:`helpers.statistics.difference_test`: a
+    paired comparison on the same validation images across seeds, Student-t with
+    Welch-Satterthwaite degrees of freedom (:func:`compare_experiments`).
     """
-    summary = scores.groupby("run", sort=False)[metric].agg(["mean", "std", "count"])
-    base = summary.loc[reference]
-    difference = summary["mean"] - base["mean"]
-    variance = (
-        summary["std"].fillna(0) ** 2 / summary["count"] + np.nan_to_num(base["std"]) ** 2 / base["count"]
-    )
-    if n_images:
-        variance = (
-            variance
-            + (summary["mean"] * (1 - summary["mean"]) + base["mean"] * (1 - base["mean"])) / n_images
-        )
-    standard_error = np.sqrt(variance)
-    return summary.assign(
-        difference=difference,
-        standard_error=standard_error,
-        beyond_noise=(difference.abs() > 2 * standard_error) & (summary.index != reference),
-    )
+    rows = {}
+    groups = scores.groupby("run", sort=False)["experiment"].apply(list)
+    for run, experiments_of_run in groups.items():
+        if run == reference:
+            result = compare_experiments(profile, experiments_of_run, None, metric)
+            result.update(difference=0.0, low=math.nan, high=math.nan, beyond_noise=False)
+        else:
+            result = compare_experiments(profile, experiments_of_run, groups[reference], metric)
+        rows[run] = {
+            "mean": result["mean_a"],
+            "seeds": len(experiments_of_run),
+            "difference": result["difference"],
+            "standard_error": result["standard_error"],
+            "degrees_of_freedom": result["degrees_of_freedom"],
+            "margin": result["margin"],
+            "low": result["low"],
+            "high": result["high"],
+            "beyond_noise": result["beyond_noise"],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run")
 
 
-def effect_verdict(difference: float, standard_error: float, expected: float) -> str:
-    """Does a measured effect reproduce one the report claims?
+def effect_verdict(
+    difference: float, standard_error: float, expected: float, degrees_of_freedom: float = math.inf
+) -> str:
+    """Does a measured effect reproduce one the report claims? The rule of :mod:`helpers.statistics`.
 
-    "reproduced" when ``difference`` has the sign of the claimed effect ``expected`` and
-    exceeds twice its ``standard_error`` (the seed noise, :func:`compare_runs`); "not
-    reproduced" when it exceeds the noise with the opposite sign; "within noise" otherwise
-    (neither confirmed nor contradicted).
+    "reproduced" when ``difference`` has the sign of the claimed effect ``expected`` and its
+    two-sided 95 % Student-t interval (``degrees_of_freedom``; infinite: the normal 1.96)
+    leaves out 0; "not reproduced" when it leaves out 0 on the other side; "within noise"
+    otherwise (neither confirmed nor contradicted); "not testable" without an error.
     """
     if not np.isfinite(difference) or not np.isfinite(standard_error):
         return "not testable"
-    if abs(difference) <= 2 * standard_error:
-        return "within noise"
-    return "reproduced" if np.sign(difference) == np.sign(expected) else "not reproduced"
+    margin = statistics.t_quantile(degrees_of_freedom) * standard_error
+    result = {"difference": difference, "margin": margin, "beyond_noise": abs(difference) > margin}
+    return statistics.effect_verdict(result, expected)

@@ -24,6 +24,8 @@ RESULT_COLUMNS = [
     "top3",
     "mean_km",
     "median_km",
+    # the report's distance: the arg-max cell's centroid to the true cell's centroid (0 when right)
+    "centroid_mean_km",
     *[f"within_{t}km" for t in THRESHOLDS_KM],
     "train_top1",  # on a clean pass over the training images (no augmentation)
     "seed",
@@ -134,16 +136,40 @@ def neighbour_error_share(true_cells, predicted_cells, adjacency: np.ndarray) ->
     ``adjacency`` is the (n_cells, n_cells) boolean matrix of cells that touch. The chance
     share is, per error, the number of neighbours of the true cell divided by the number of
     other cells (a wrong guess drawn uniformly), averaged over the errors.
+
+    Also, pair by pair (the report: "Classes that were neighbouring each other often had
+    higher confusion"): ``neighbour_pairs`` counts the ordered pairs (true cell, neighbour)
+    whose true cell has images here and at least one non-neighbour, and
+    ``neighbour_pairs_higher`` those in which more images of the true cell went to that
+    neighbour than, on average, to each of the true cell's non-neighbouring cells.
     """
     true_cells, predicted_cells = np.asarray(true_cells), np.asarray(predicted_cells)
     wrong = true_cells != predicted_cells
     to_neighbour = adjacency[true_cells[wrong], predicted_cells[wrong]]
     chance = adjacency.sum(axis=1)[true_cells[wrong]] / (adjacency.shape[0] - 1)
+    n_cells = adjacency.shape[0]
+    confusion = np.zeros((n_cells, n_cells))
+    np.add.at(confusion, (true_cells, predicted_cells), 1)
+    pairs = higher = 0
+    for cell in np.unique(true_cells):
+        others = ~adjacency[cell].astype(bool)
+        others[cell] = False
+        neighbours = adjacency[cell].astype(bool).copy()
+        neighbours[cell] = False
+        if not others.any():
+            continue
+        baseline = confusion[cell, others].mean()
+        pairs += int(neighbours.sum())
+        higher += int((confusion[cell, neighbours] > baseline).sum())
+    share = float(to_neighbour.mean()) if wrong.any() else float("nan")
+    expected = float(chance.mean()) if wrong.any() else float("nan")
     return {
         "errors": int(wrong.sum()),
-        "to_neighbours": float(to_neighbour.mean()),
-        "chance": float(chance.mean()),
-        "ratio": float(to_neighbour.mean() / chance.mean()),
+        "to_neighbours": share,
+        "chance": expected,
+        "ratio": share / expected if wrong.any() and expected > 0 else float("nan"),
+        "neighbour_pairs": pairs,
+        "neighbour_pairs_higher": higher,
     }
 
 

@@ -261,20 +261,48 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def learning_rate_schedule(profile: dict, steps_per_epoch: int, epochs: int, warmup: bool = True):
-    """The profile's learning rate over training: warm-up (optional) then linear decay to 0.
+# the values of a profile's "lr_schedule", with what each does
+LR_SCHEDULES = {
+    "decay": "warm-up, then linear decay to 0 over the steps taken",
+    "authors": "warm-up, then the decay the authors' notebook ran: laid out over training images x epochs, "
+    "so the rate ends at (1 - 1/batch) of its peak",
+}
+
+
+def learning_rate_schedule(
+    profile: dict, steps_per_epoch: int, epochs: int, warmup: bool = True, train_images: int | None = None
+):
+    """The profile's learning rate over training: warm-up (optional), then linear decay.
 
     The warm-up lasts ``profile["warmup_steps"]`` optimiser steps when that is set (the
     authors' notebook: 20), else ``profile["warmup_fraction"]`` of all steps; never more
-    than all steps.
+    than all steps. The decay follows ``profile["lr_schedule"]``:
+
+    ``"decay"``
+        linear decay to 0 over the ``steps_per_epoch * epochs`` steps taken.
+    ``"authors"``
+        what the authors' notebook ran: Hugging Face ``create_optimizer`` (polynomial decay,
+        power 1, to 0 over ``num_train_steps - num_warmup_steps`` after the warm-up) given
+        ``num_train_steps = train_images * epochs``, images rather than steps. Training stops
+        after ``1 / batch`` of that, so the rate ends at ``(1 - 1/batch)`` of its peak
+        (6e-5 to 5.6e-5 at batch 16). Needs ``train_images``.
     """
-    total = steps_per_epoch * epochs
+    kind = profile.get("lr_schedule", "decay")
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule {kind!r}; choose one of {', '.join(LR_SCHEDULES)}.")
+    taken = steps_per_epoch * epochs
+    if kind == "authors":
+        if not train_images:
+            raise ValueError('lr_schedule "authors" decays over training images x epochs: pass train_images.')
+        total = int(train_images) * epochs
+    else:
+        total = taken
     if not warmup:
         warmup_steps = 0
     elif profile.get("warmup_steps") is not None:
-        warmup_steps = min(int(profile["warmup_steps"]), total)
+        warmup_steps = min(int(profile["warmup_steps"]), taken)
     else:
-        warmup_steps = int(profile["warmup_fraction"] * total)
+        warmup_steps = int(profile["warmup_fraction"] * taken)
     return WarmupPolynomialDecay(profile["learning_rate"], warmup_steps, total)
 
 
@@ -284,19 +312,22 @@ def make_optimizer(
     epochs: int,
     warmup: bool = True,
     betas: tuple[float, float] | None = None,
+    train_images: int | None = None,
 ):
     """AdamW with the authors' settings: warm-up (optional), linear decay, decoupled weight decay.
 
-    ``betas`` defaults to the profile's (0.85, 0.95 as in the report's final model); pass
-    (0.9, 0.999) for Adam's defaults. Weight decay (``profile["weight_decay"]``, 0.01 in the
-    authors' notebook) applies to the weight matrices only: biases, LayerNorm scales and
-    offsets, the class token and the position embeddings are left alone, as is standard
-    for fine-tuning a ViT (pulling a LayerNorm scale or a position embedding towards 0
-    changes what the layer computes, not how complex the model is).
+    The decay is the profile's ``lr_schedule`` (:func:`learning_rate_schedule`; "authors"
+    needs ``train_images``). ``betas`` defaults to the profile's (0.85, 0.95 as in the
+    report's final model); pass (0.9, 0.999) for Adam's defaults. Weight decay
+    (``profile["weight_decay"]``, 0.01 in the authors' notebook) applies to the weight
+    matrices only: biases, LayerNorm scales and offsets, the class token and the position
+    embeddings are left alone, as is standard for fine-tuning a ViT (pulling a LayerNorm
+    scale or a position embedding towards 0 changes what the layer computes, not how
+    complex the model is).
     """
     beta_1, beta_2 = betas or (profile["beta_1"], profile["beta_2"])
     optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate_schedule(profile, steps_per_epoch, epochs, warmup),
+        learning_rate=learning_rate_schedule(profile, steps_per_epoch, epochs, warmup, train_images),
         weight_decay=profile["weight_decay"],
         beta_1=beta_1,
         beta_2=beta_2,
@@ -457,9 +488,12 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
     backup = folder / "backup"
     resuming = backup.exists()
+    best_so_far = None
     if not resuming:
         (folder / "history.csv").unlink(missing_ok=True)
         shutil.rmtree(folder / "logs", ignore_errors=True)
+    else:
+        best_so_far = _resume_history(folder)
     metrics = losses.accuracy_metrics() + (
         losses.distance_metrics(distance_km) if distance_km is not None else []
     )
@@ -468,7 +502,12 @@ def train(
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
         keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+            str(folder / "best.keras"),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            # resumed: best.keras already holds the best epoch so far; only a better one replaces it
+            initial_value_threshold=best_so_far,
         ),
         keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
         keras.callbacks.TerminateOnNaN(),
@@ -484,6 +523,32 @@ def train(
         shuffle=False,
     )  # the pipeline shuffles
     return pd.read_csv(folder / "history.csv")
+
+
+def _resume_history(folder: Path) -> float | None:
+    """Before resuming the run in ``folder``: the best validation top-1 so far, or None.
+
+    ``BackupAndRestore`` restores the weights and the epoch, but a new ``ModelCheckpoint``
+    would start from no best at all and overwrite ``best.keras`` with the first resumed
+    epoch, however poor. The history of the finished epochs knows the best value; rows of
+    epochs the backup does not hold (the run stopped between the two writes) are dropped,
+    as those epochs run again.
+    """
+    history_path = folder / "history.csv"
+    if not history_path.exists():
+        return None
+    history = pd.read_csv(history_path)
+    metadata = folder / "backup" / "training_metadata.json"
+    if metadata.exists() and "epoch" in history:
+        finished = int(json.loads(metadata.read_text())["epoch"])
+        if (history["epoch"] >= finished).any():
+            history = history[history["epoch"] < finished]
+            with config.atomic_target(history_path) as temporary:
+                history.to_csv(temporary, index=False)
+    has_best = (folder / "best.keras").exists() and "val_accuracy" in history
+    if has_best and history["val_accuracy"].notna().any():
+        return float(history["val_accuracy"].max())
+    return None
 
 
 def predict(model, data) -> tuple[np.ndarray, np.ndarray]:

@@ -272,3 +272,78 @@ def test_your_own_photo_is_resized_to_the_model_input(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="JPEG or PNG"):
         guess.photo_batch(tmp_path / "broken.jpg", 32)
+
+
+# --- training the hybrid head ----------------------------------------------------------------
+
+
+def tiny_build(profile, root):
+    """Three geocells 30 km apart, their distance table, and eight 32 px images per cell."""
+    centres = np.array([[55.7, 10.0], [55.7, 10.5], [56.0, 10.25]])
+    cells = gpd.GeoDataFrame(
+        {"cell": [0, 1, 2], "lat": centres[:, 0], "lng": centres[:, 1]},
+        geometry=[box(lng - 0.2, lat - 0.1, lng + 0.2, lat + 0.1) for lat, lng in centres],
+        crs=4326,
+    )
+    folder = config.output_dir(profile, "geocells")
+    cells.to_file(folder / "geocells.geojson", driver="GeoJSON")
+    rows, rng = [], np.random.default_rng(0)
+    for cell, (lat, lng) in enumerate(centres):
+        for i in range(8):
+            path = root / f"{cell}/{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            colour = np.array([90 * cell, 200 - 60 * cell, 120])
+            Image.fromarray(np.full((32, 32, 3), colour, dtype=np.uint8)).save(path)
+            rows.append(
+                {
+                    "image_path": f"{cell}/{i}.png",
+                    "cell": cell,
+                    "lat": lat + rng.normal(0, 0.02),
+                    "lng": lng + rng.normal(0, 0.02),
+                    "split": "train" if i < 6 else "val",
+                }
+            )
+    dataset = pd.DataFrame(rows)
+    dataset[["lat", "lng", "cell"]].to_csv(folder / "locations.csv", index=False)
+    distances = geo.pairwise_haversine_km(centres, centres)
+    pd.DataFrame(distances).to_csv(config.output_dir(profile, "tables") / "cell_distances_km.csv")
+    return dataset
+
+
+def test_each_head_gets_its_own_targets(isolated_build, tmp_path, smoke_profile):
+    dataset = tiny_build("smoke", tmp_path)
+    rows = dataset[dataset["split"] == "train"].reset_index(drop=True)
+    data = beyond._hybrid_data(rows, tmp_path, smoke_profile, training=True, batch=5)
+    xy = geo.metric_xy_km(rows["lat"], rows["lng"])
+    seen = 0
+    for _, targets in data:
+        cells, offsets = np.asarray(targets["cells"]), np.asarray(targets["offsets"])
+        for cell_row, offset_row in zip(cells, offsets, strict=True):
+            # the shuffled batch still pairs each image's cell with its own coordinates
+            match = np.flatnonzero(
+                np.isclose(rows["lat"], cell_row[1]) & np.isclose(rows["lng"], cell_row[2])
+            )
+            assert len(match) == 1 and rows.loc[match[0], "cell"] == cell_row[0] == offset_row[0]
+            assert offset_row[1:] == pytest.approx(xy[match[0]], abs=1e-3)  # km, not degrees
+            seen += 1
+    assert seen == 15  # three full batches of 5 from 18 images
+
+
+def test_train_hybrid_runs_with_pigeon_smoothing(isolated_build, tmp_path):
+    dataset = tiny_build("smoke", tmp_path)
+    like = {
+        "name": "loss_haversine_smoothing",
+        "loss": "haversine_smoothing",
+        "tau_km": 75.0,
+        "augment": False,
+        "warmup": True,
+        "epochs": 2,
+        "batch_size": 6,
+        "overrides": {},
+    }
+    trained = beyond.train_hybrid("smoke", "hybrid_pigeon", dataset, tmp_path, like=like, verbose=0)
+    history = trained["history"]
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    summary = json.loads((config.output_dir("smoke", "runs") / "hybrid_pigeon" / "summary.json").read_text())
+    assert summary["loss"] == "haversine_smoothing" and summary["batch_size"] == 6
+    assert summary["best_epoch"] == int(history["val_cells_accuracy"].idxmax())

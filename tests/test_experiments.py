@@ -7,48 +7,104 @@ import pytest
 from helpers import config, experiments
 
 
-def scores(values: dict) -> pd.DataFrame:
-    return pd.DataFrame(
-        [{"run": run, "seed": seed, "top1": v} for run, vs in values.items() for seed, v in enumerate(vs)]
-    )
+def record(profile, run, correct, train_correct=None):
+    """A run's per-image files, from 0/1 correctness per validation (and training) image."""
+    folder = config.output_dir(profile, "runs") / run
+    correct = np.asarray(correct)
+    val = pd.DataFrame({"image_path": [f"v{i}" for i in range(len(correct))], "correct": correct})
+    experiments.write_predictions(folder, "val", val.assign(centroid_km=(1 - correct) * 50.0))
+    if train_correct is not None:
+        train = pd.DataFrame(
+            {"image_path": [f"t{i}" for i in range(len(train_correct))], "correct": train_correct}
+        )
+        experiments.write_predictions(folder, "train", train)
+    return run
 
 
-def test_compare_runs_by_hand():
-    table = experiments.compare_runs(
-        scores({"baseline": [0.30, 0.32, 0.34], "big": [0.40, 0.41, 0.42], "small": [0.31, 0.33, 0.35]}),
-        "baseline",
-    )
-    assert table.loc["big", "difference"] == pytest.approx(0.09)
-    # standard error: sqrt(0.02**2 / 3 + 0.01**2 / 3)
-    assert table.loc["big", "standard_error"] == pytest.approx(np.sqrt(0.0004 / 3 + 0.0001 / 3))
+def hits(n_right, n=200, offset=0):
+    right = np.zeros(n, dtype=int)
+    right[(offset + np.arange(n_right)) % n] = 1
+    return right
+
+
+def test_compare_runs_pairs_the_images_and_uses_a_t_quantile(isolated_build):
+    rows = []
+    for seed in range(3):
+        rows.append(
+            {"run": "baseline", "seed": seed, "experiment": record("smoke", f"b{seed}", hits(60 + seed))}
+        )
+        rows.append({"run": "big", "seed": seed, "experiment": record("smoke", f"g{seed}", hits(80 + seed))})
+        rows.append(
+            {"run": "small", "seed": seed, "experiment": record("smoke", f"s{seed}", hits(62 + seed))}
+        )
+    table = experiments.compare_runs("smoke", pd.DataFrame(rows), "baseline")
+    assert table.loc["big", "difference"] == pytest.approx(0.10)
+    # seeds: per-seed scores 0.30, 0.305, 0.31 on both sides; images: the per-image difference of
+    # the share of seeds that got each image right
+    seeds = 2 * np.var([0.30, 0.305, 0.31], ddof=1) / 3
+    share = lambda base: np.mean([hits(base + seed) for seed in range(3)], axis=0)  # noqa: E731
+    images = np.var(share(80) - share(60), ddof=1) / 200
+    assert table.loc["big", "standard_error"] == pytest.approx(np.sqrt(seeds + images))
     assert table.loc["big", "beyond_noise"] and not table.loc["small", "beyond_noise"]
     assert not table.loc["baseline", "beyond_noise"] and table.loc["baseline", "difference"] == 0
 
 
-def test_the_validation_images_add_their_sampling_noise():
-    runs = scores({"baseline": [0.30, 0.30], "other": [0.34, 0.34]})  # no spread over seeds at all
-    seeds_only = experiments.compare_runs(runs, "baseline")
-    assert seeds_only.loc["other", "standard_error"] == 0 and seeds_only.loc["other", "beyond_noise"]
-    with_images = experiments.compare_runs(runs, "baseline", n_images=500)
-    expected = np.sqrt((0.34 * 0.66 + 0.30 * 0.70) / 500)  # 0.0295: 4 points are not beyond 2 x 0.0295
-    assert with_images.loc["other", "standard_error"] == pytest.approx(expected)
-    assert not with_images.loc["other", "beyond_noise"]
-    assert experiments.compare_runs(runs, "baseline", n_images=5000).loc["other", "beyond_noise"]
+def test_identical_seeds_do_not_make_a_small_difference_certain(isolated_build):
+    """Two seeds that agree exactly: the old rule's error was 0 and any difference counted."""
+    rows = [
+        {"run": run, "seed": seed, "experiment": record("smoke", f"{run}{seed}", hits(n_right, offset=0))}
+        for run, n_right in (("baseline", 60), ("other", 62))
+        for seed in range(2)
+    ]
+    table = experiments.compare_runs("smoke", pd.DataFrame(rows), "baseline")
+    assert table.loc["other", "standard_error"] > 0  # the images' noise remains
+    assert not table.loc["other", "beyond_noise"]  # 2 of 200 images is not a finding
+
+
+def test_the_gap_compares_training_and_validation_images(isolated_build):
+    runs = [
+        record("smoke", f"r{seed}", hits(60, offset=seed), train_correct=hits(62, offset=seed))
+        for seed in range(3)
+    ]
+    gap = experiments.compare_experiments("smoke", runs, None, "gap")
+    assert gap["difference"] == pytest.approx(0.01)  # a 1-point gap, identical over seeds
+    assert gap["standard_error"] > 0.03 and not gap["beyond_noise"]
+    with pytest.raises(LookupError, match="per-image predictions"):
+        experiments.compare_experiments("smoke", ["never_trained"], None, "top1")
+
+
+def test_runs_on_different_images_cannot_be_paired(isolated_build):
+    record("smoke", "a", hits(60))
+    folder = config.output_dir("smoke", "runs") / "b"
+    other = pd.DataFrame({"image_path": [f"w{i}" for i in range(200)], "correct": hits(60)})
+    experiments.write_predictions(folder, "val", other)
+    with pytest.raises(ValueError, match="same val images"):
+        experiments.compare_experiments("smoke", ["a"], ["b"], "top1", borrowed=(0.0001, 2))
 
 
 @pytest.mark.parametrize(
-    ("difference", "error", "claimed", "verdict"),
+    ("difference", "error", "claimed", "df", "verdict"),
     [
-        (0.06, 0.01, 0.06, "reproduced"),  # same sign, 6 standard errors
-        (-0.05, 0.01, 0.06, "not reproduced"),  # opposite sign, beyond noise
-        (0.015, 0.01, 0.06, "within noise"),  # right sign but under 2 standard errors
-        (-0.015, 0.01, 0.06, "within noise"),
-        (0.02, 0.01, 0.02, "within noise"),  # exactly 2 standard errors is not enough
-        (float("nan"), 0.01, 0.06, "not testable"),
+        (0.06, 0.01, 0.06, 10, "reproduced"),  # same sign, 6 standard errors
+        (-0.05, 0.01, 0.06, 10, "not reproduced"),  # opposite sign, beyond noise
+        (0.015, 0.01, 0.06, 10, "within noise"),  # right sign but under t(10) = 2.23 standard errors
+        (0.04, 0.01, 0.06, 2, "within noise"),  # 4 standard errors, but t(2) = 4.30 (old rule: reproduced)
+        (0.045, 0.01, 0.06, 2, "reproduced"),
+        (float("nan"), 0.01, 0.06, 10, "not testable"),
     ],
 )
-def test_effect_verdict_on_hand_made_cases(difference, error, claimed, verdict):
-    assert experiments.effect_verdict(difference, error, claimed) == verdict
+def test_effect_verdict_on_hand_made_cases(difference, error, claimed, df, verdict):
+    assert experiments.effect_verdict(difference, error, claimed, df) == verdict
+
+
+def test_final_configuration_runs_take_the_final_batch_size():
+    full = config.get_profile("full")
+    final = {"augment": True, "warmup": True, "betas": None}
+    assert experiments.batch_size_of(full, **final) == 16  # the authors' final and loss runs
+    assert experiments.batch_size_of(full, augment=False, warmup=False, betas=(0.9, 0.999)) == 32
+    assert experiments.batch_size_of(full, **{**final, "betas": (0.9, 0.999)}) == 32
+    default = config.get_profile("default")
+    assert experiments.batch_size_of(default, **final) == default["batch_size"]  # one batch size
 
 
 def test_data_label_names_the_source():

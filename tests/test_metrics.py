@@ -70,6 +70,9 @@ def test_neighbour_error_share_by_hand():
     assert share["to_neighbours"] == pytest.approx(2 / 3)  # 0->1 and 3->2 are neighbours, 0->2 is not
     assert share["chance"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 3) / 3)
     assert share["ratio"] == pytest.approx(2.0)
+    # pairs (0, 1), (1, 0), (1, 2), (3, 2): cell 0 sends 1 image to neighbour 1 against 0.5 per
+    # non-neighbour; cell 3 sends 1 to cell 2 against none elsewhere; cell 1 confuses nobody
+    assert share["neighbour_pairs"] == 4 and share["neighbour_pairs_higher"] == 2
 
 
 def test_cell_adjacency(report_locations, municipalities):

@@ -83,6 +83,30 @@ def test_optimizer_schedule_warmup_steps_win_over_the_fraction():
     assert model.learning_rate_schedule(too_long, **steps).warmup_steps == 200
 
 
+def test_the_authors_schedule_decays_over_images_times_epochs():
+    """create_optimizer(num_train_steps=images * epochs, num_warmup_steps=20): the authors' notebook."""
+    authors = config.get_profile("full")
+    assert authors["lr_schedule"] == "authors" and authors["final_batch_size"] == 16
+    images_, epochs, batch = 1600, 20, 16
+    steps = model.steps_per_epoch(images_, batch)  # 100 steps per epoch, 2,000 in all
+    theirs = model.learning_rate_schedule(authors, steps, epochs, train_images=images_)
+    ours = model.learning_rate_schedule(config.get_profile("full", lr_schedule="decay"), steps, epochs)
+    peak, taken = authors["learning_rate"], steps * epochs
+    assert (theirs.warmup_steps, theirs.total_steps) == (20, images_ * epochs)
+    # polynomial decay of power 1 over 32,000 - 20 steps, stopped after 2,000: 1/16 of the way down
+    assert float(theirs(taken)) == pytest.approx(
+        peak * (1 - (taken - 20) / (images_ * epochs - 20)), rel=1e-5
+    )
+    assert float(theirs(taken)) == pytest.approx(5.6e-5, abs=0.05e-5)  # issue 21: 6e-5 to about 5.6e-5
+    rates = np.array([float(theirs(s)) for s in range(0, taken, 10)])
+    assert rates.mean() == pytest.approx(5.8e-5, abs=0.05e-5)
+    assert float(ours(taken)) == pytest.approx(0.0, abs=1e-12)  # "decay": to zero over the real steps
+    with pytest.raises(ValueError, match="train_images"):
+        model.learning_rate_schedule(authors, steps, epochs)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        model.learning_rate_schedule(config.get_profile("smoke", lr_schedule="cosine"), steps, epochs)
+
+
 def test_randaugment_keeps_shape_and_range():
     augment = model.randaugment(PROFILE, seed=0)
     batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -173,6 +197,57 @@ def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
     assert not (folder / "backup").exists()  # removed once training finished
     reloaded = model.load_model(folder, "last")
     assert np.asarray(reloaded(np.zeros((1, 32, 32, 3), dtype="float32"))).shape == (1, 3)
+
+
+class KeepWeights(keras.callbacks.Callback):
+    """Keeps each finished epoch's weights, to check which epoch best.keras holds."""
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.store[epoch] = [np.array(w) for w in self.model.get_weights()]
+
+
+def test_after_a_resume_best_keras_is_the_best_epoch_of_the_history(tmp_path):
+    """Interrupted after a good epoch, resumed with worse ones: best.keras must stay the good one.
+
+    A fresh ModelCheckpoint starts with no best value; without the history's best it saved the
+    first resumed epoch, however poor, while best_epoch (the history's arg-max) named another.
+    """
+    table = tiny_image_set(tmp_path / "images")
+    data = model.image_dataset(table, tmp_path / "images", 32, 8, training=True)
+    # the resumed epochs are scored against a cell no image belongs to: validation top-1 is 0 there
+    wrong = model.image_dataset(table.assign(cell=3), tmp_path / "images", 32, 8)
+    folder, weights = tmp_path / "run", {}
+
+    def run(val_data, *callbacks):
+        keras.utils.set_random_seed(0)
+        classifier = model.build_classifier(4, PROFILE)
+        optimizer = keras.optimizers.Adam(0.01)
+        return model.train(
+            classifier,
+            data,
+            val_data,
+            folder,
+            4,
+            losses.cross_entropy,
+            optimizer=optimizer,
+            verbose=0,
+            extra_callbacks=[KeepWeights(weights), *callbacks],
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run(data, StopAfterEpoch(1))
+    before = pd.read_csv(folder / "history.csv")
+    assert before["val_accuracy"].max() > 0  # something was learnt before the interruption
+    history = run(wrong)
+    assert list(history["epoch"]) == [0, 1, 2, 3] and (history["val_accuracy"].iloc[2:] == 0).all()
+    best_epoch = int(history["val_accuracy"].idxmax())
+    assert best_epoch in (0, 1)
+    kept = model.load_model(folder, "best").get_weights()
+    assert all(np.array_equal(k, w) for k, w in zip(kept, weights[best_epoch], strict=True))
 
 
 def test_training_batches_are_full_and_validation_keeps_every_image(tmp_path):

@@ -1,0 +1,155 @@
+"""When is a difference between training runs larger than the noise? One rule, written once.
+
+Two things make a measured difference noisy:
+
+* **the seeds**: training the same setting again with another seed (initial weights, batch
+  order, augmentation draws) gives another score;
+* **the images**: the validation images are a sample, and another sample would score
+  differently.
+
+Runs compared in this workbook are scored on the *same* validation images, so the image
+noise of a difference is measured on per-image differences (a paired comparison): an
+image that every run gets right, or every run gets wrong, adds no noise to a difference.
+Adding the two runs' image noise as if they were independent samples, ``p (1 - p) / N``
+each, overstates it; ignoring it, as a spread over two or three seeds alone does, can
+call a one-point difference certain when the seeds happen to agree.
+
+The rule (:func:`difference_test`): the difference of the means over seeds, with a
+standard error that adds
+
+* the seed variance of each side, ``s**2 / n`` (``s`` the standard deviation of the
+  per-seed scores over its ``n`` seeds, ``n - 1`` degrees of freedom), or, for a side
+  trained once, the variance of one run borrowed from a setting trained over several
+  seeds (:func:`borrowed_seed_variance`), with that setting's degrees of freedom;
+* the image variance of each block of images, ``var(d_i) / N`` over the ``N`` per-image
+  values ``d_i`` (for two runs on the same images, ``d_i`` is the difference of the
+  image's mean score over each side's seeds; ``N - 1`` degrees of freedom).
+
+The degrees of freedom of the sum come from the Welch-Satterthwaite formula, and the
+difference is larger than the noise when the two-sided 95 % Student-t interval
+``difference ± t * standard_error`` leaves out zero. With two or three seeds and little
+image data the t quantile is large (12.7 for one degree of freedom, 4.3 for two), which
+is the point: two or three seeds say little about the seed noise. The per-image part
+also holds some of the seed noise again (each image's score varies with the seed), so the
+rule errs on the side of "not shown".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95  # two-sided: the interval leaves 2.5 % on each side
+
+
+def t_quantile(degrees_of_freedom: float, confidence: float | None = None) -> float:
+    """The two-sided Student-t quantile for ``confidence`` (default :data:`CONFIDENCE`; 1.96 at 95 %
+    for infinite degrees of freedom)."""
+    confidence = confidence or CONFIDENCE
+    if not degrees_of_freedom > 0:
+        return math.nan
+    return float(stats.t.ppf(0.5 + confidence / 2, degrees_of_freedom))
+
+
+def seed_component(per_seed_scores) -> tuple[float, float]:
+    """(variance of the mean, degrees of freedom) of per-seed scores; NaN with fewer than two."""
+    values = np.asarray(per_seed_scores, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    return float(values.var(ddof=1) / len(values)), float(len(values) - 1)
+
+
+def image_component(per_image_values) -> tuple[float, float]:
+    """(variance of the mean, degrees of freedom) of ``N`` per-image values: ``var / N``, ``N - 1``."""
+    values = np.asarray(per_image_values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    return float(values.var(ddof=1) / len(values)), float(len(values) - 1)
+
+
+def borrowed_seed_variance(per_seed_scores) -> tuple[float, float]:
+    """The variance of *one* run's score, estimated from a setting trained over several seeds.
+
+    For a setting trained once (a loss of notebook 07, a frozen backbone), its seed noise is
+    taken to be that of a setting trained over seeds: ``s**2`` with ``n - 1`` degrees of
+    freedom. NaN with fewer than two seeds.
+    """
+    values = np.asarray(per_seed_scores, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    return float(values.var(ddof=1)), float(len(values) - 1)
+
+
+def difference_test(
+    scores_a,
+    scores_b=None,
+    image_values=(),
+    *,
+    borrowed: tuple[float, float] | None = None,
+    shift: float = 0.0,
+    confidence: float | None = None,
+) -> dict:
+    """The workbook's noise rule for ``mean(scores_a) - mean(scores_b) - shift``.
+
+    ``scores_a`` and ``scores_b`` are per-seed scores of two settings (``scores_b`` None:
+    one setting against ``shift``, e.g. a train-validation gap against 0). A side with one
+    score needs ``borrowed`` (:func:`borrowed_seed_variance`) for its seed noise.
+    ``image_values`` is a list of per-image arrays, one per independent block of images
+    (:func:`image_component`). Returns ``difference``, ``standard_error``,
+    ``degrees_of_freedom``, ``t``, ``margin`` (t times the standard error), ``low`` and
+    ``high`` (the interval), and ``beyond_noise`` (the interval leaves out 0). The error
+    is NaN when a side's seed noise is unknown.
+    """
+    components = []
+    difference = -shift
+    for scores, sign in ((scores_a, 1.0), (scores_b, -1.0)):
+        if scores is None:
+            continue
+        values = np.asarray(scores, dtype=float).reshape(-1)
+        difference += sign * float(np.mean(values)) if len(values) else math.nan
+        if len(values) >= 2:
+            components.append(seed_component(values))
+        elif borrowed is not None:
+            components.append(borrowed)
+        else:
+            components.append((math.nan, math.nan))
+    for values in image_values:
+        components.append(image_component(values))
+    variance = sum(v for v, _ in components)
+    if not np.isfinite(variance) or not np.isfinite(difference):
+        error, df = math.nan, math.nan
+    elif variance == 0:
+        error, df = 0.0, math.inf
+    else:
+        error = math.sqrt(variance)
+        df = variance**2 / sum(v**2 / d for v, d in components if v > 0)
+    t = t_quantile(df, confidence) if np.isfinite(error) else math.nan
+    margin = t * error if np.isfinite(error) else math.nan
+    return {
+        "difference": difference,
+        "standard_error": error,
+        "degrees_of_freedom": df,
+        "t": t,
+        "margin": margin,
+        "low": difference - margin,
+        "high": difference + margin,
+        "beyond_noise": bool(np.isfinite(margin) and abs(difference) > margin),
+    }
+
+
+def effect_verdict(result: dict, expected: float) -> str:
+    """Does a measured difference (:func:`difference_test`) show an effect of the sign of ``expected``?
+
+    "reproduced" when the interval lies on the side of ``expected``; "not reproduced" when it
+    lies on the other side; "within noise" when it holds 0; "not testable" without an error.
+    """
+    if not np.isfinite(result["margin"]):
+        return "not testable"
+    if not result["beyond_noise"]:
+        return "within noise"
+    return "reproduced" if np.sign(result["difference"]) == np.sign(expected) else "not reproduced"
