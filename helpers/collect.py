@@ -302,7 +302,9 @@ def _shut(sock) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Registers the connection's socket with the current thread's deadline, if any."""
+
     def request(self, *args, **kwargs):
         try:
             return super().request(*args, **kwargs)
@@ -312,8 +314,12 @@ class _WatchedHTTPConnection(HTTPConnection):
                 deadline.add(self.sock)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    request = _WatchedHTTPConnection.request
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

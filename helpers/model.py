@@ -41,7 +41,8 @@ def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
         return preset
     name = safe_paths.plain_name(str(preset).split(":", 1)[1], f"The checkpoint name of {preset!r}")
     checkpoints = config.output_dir(profile, "checkpoints")
-    folder = safe_paths.inside(checkpoints, name, "checkpoint folder")
+    safe_paths.inside(checkpoints, name, "checkpoint folder")  # a link out of the folder, say
+    folder = checkpoints / name
     if not (folder / "model.safetensors").exists():
         write_hf_vit_checkpoint(
             folder,

@@ -8,20 +8,24 @@ drips its answer, a second download into the same folder.
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import traceback
+from http.server import ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 import requests
 
 from helpers import collect, config, mapillary, model, safe_paths, streetview
+from tests import loopback
 from tests.fake_services import SIGNING_SECRET, VALID_KEY, VALID_TOKEN, jpeg, json_answer, streetview_routes
 from tests.loopback import closed_port_url, serve
 from tests.test_streetview import assert_consistent, manifest
@@ -150,7 +154,7 @@ def test_a_plain_standin_name_is_written_beside_the_others(isolated_build):
     other.parent.mkdir(parents=True)
     other.write_bytes(b"another checkpoint")
     folder = model.resolve_preset(profile, "standin:tiny-vit")
-    assert folder == str((isolated_build / "rehearsal" / "checkpoints" / "tiny-vit").resolve())
+    assert folder == str(isolated_build / "rehearsal" / "checkpoints" / "tiny-vit")
     assert (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").is_file()
     assert other.read_bytes() == b"another checkpoint"
 
@@ -523,3 +527,42 @@ def test_places_near_the_border_are_still_requested(tmp_path):
             places, tmp_path, key=VALID_KEY, api_root=server.url + "/maps/api/streetview", **FAST
         )
     assert counts["downloaded"] + counts["no_imagery"] == 3
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A loopback HTTPS server with a self-signed certificate (made with the openssl tool)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), loopback._Handler)
+    server.routes = {"/ok": (200, {}, b"fine"), "/slow": drip("body")}
+    server.requests, server.arrivals, server.headers_seen = [], [], []
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", str(cert)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_deadline_holds_for_https_too(tls_server, monkeypatch):
+    url, cert = tls_server
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # they would win over session.verify
+        monkeypatch.delenv(name, raising=False)
+    session = collect.new_session(1)
+    session.verify = cert
+    assert collect.get_with_retries(session, url + "/ok", retries=0).content == b"fine"
+    with pytest.raises(collect.TransientError, match="deadline of 1 s"):
+        collect.get_with_retries(session, url + "/slow", retries=0, timeout_s=2, deadline_s=1)
