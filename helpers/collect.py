@@ -21,23 +21,31 @@ does the rest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
+import numpy as np
+import pandas as pd
 import requests
 from PIL import Image
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from helpers import config
+from helpers import config, geo, safe_paths
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,11 @@ _FIRST_COLUMNS = [
 # sequence (Mapillary); captured_at: capture time, ISO 8601 UTC (Mapillary)
 MANIFEST_COLUMNS = [*_FIRST_COLUMNS, "heading", "sequence", "captured_at"]
 RETRY_STATUS = {429, 500, 502, 503, 504}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # the only files reconcile ever deletes
+# locations are requested only inside Denmark's bounding box widened by this much (degrees)
+COORDINATE_MARGIN_DEG = 0.5
+# how long one HTTP request may take in all (s), however slowly the server sends its answer
+DEADLINE_S = 60.0
 
 
 class FatalAPIError(RuntimeError):
@@ -70,7 +83,11 @@ class QuotaExceeded(RuntimeError):
 
 
 class TransientError(RuntimeError):
-    """A request failed after all retries (network, 5xx, a broken image)."""
+    """A request failed after all retries (network, 5xx, a broken image, a malformed answer)."""
+
+
+class ManifestError(ValueError):
+    """A manifest row names a file the download may not touch (outside its folder, not an image)."""
 
 
 # --- secrets ----------------------------------------------------------------------------
@@ -100,8 +117,49 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _SECRET_PARAMETERS.sub(r"\1REDACTED", str(text))
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "REDACTED")
+            # as given, inside a URL, and escaped as repr() shows it (a newline as \\n)
+            escaped = secret.encode("unicode_escape").decode("ascii")
+            for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret), escaped}:
+                text = text.replace(form, "REDACTED")
     return text
+
+
+def _chain(error: BaseException):
+    """``error`` and the exceptions it was raised from or during, as a traceback prints them."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+
+
+def scrubbed(error: BaseException, secrets: Iterable[str | None] = ()) -> BaseException:
+    """``error`` itself if neither it nor its chain holds a secret, else a copy without any.
+
+    The copy has the same type where the type can be made from a message (else it is a
+    FatalAPIError naming the type), the redacted message with the redacted messages of its
+    causes appended, the original traceback (frames and source lines, no values), and no
+    ``__cause__`` or ``__context__``, so neither ``str()``, the printed traceback nor the
+    exception objects hold the secret. Raise the result outside any ``except`` block, or
+    Python links the original back in as its context.
+    """
+    secrets = list(secrets)
+    links = list(_chain(error))
+    texts = [f"{type(link).__name__}: {link}" for link in links]
+    if all(redact(text, secrets) == text for text in texts):
+        return error
+    message = redact(str(error), secrets)
+    causes = [redact(text, secrets) for text in texts[1:]]
+    if causes:
+        message += " (raised from " + "; from ".join(causes) + ")"
+    try:
+        copy = type(error)(message)
+        if redact(str(copy), secrets) != str(copy):
+            raise TypeError("the type rebuilds its message from other fields")
+    except Exception:  # a type that needs other arguments (UnicodeDecodeError, say)
+        copy = FatalAPIError(f"{type(error).__name__}: {message}")
+    copy.__cause__, copy.__context__, copy.__suppress_context__ = None, None, True
+    return copy.with_traceback(error.__traceback__)
 
 
 class _RedactingFilter(logging.Filter):
@@ -197,6 +255,122 @@ def retry_after_seconds(response: requests.Response) -> float | None:
             return None
 
 
+_watch = threading.local()
+
+
+class _Deadline:
+    """A limit on the whole of one request: when it passes, the request's socket is shut.
+
+    ``timeout=`` in requests bounds each read, so a server that sends a byte now and then
+    could hold a worker for ever; shutting the socket from a timer makes the blocked read
+    return at once. Sockets are registered by the connections of :func:`new_session`, in the
+    worker's own thread.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self.expire)
+        self._timer.daemon = True
+
+    def add(self, sock) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        _watch.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _watch.deadline = None
+
+
+def _shut(sock) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """Registers the connection's socket with the current thread's deadline, if any."""
+
+    def request(self, *args, **kwargs):
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            deadline = getattr(_watch, "deadline", None)
+            if deadline is not None and self.sock is not None:
+                deadline.add(self.sock)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections let :class:`_Deadline` shut them."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def new_session(workers: int = 8) -> requests.Session:
+    """A session for ``workers`` threads whose requests :func:`get_with_retries` can cut off
+    at their deadline (a plain ``requests.Session`` only has per-read timeouts)."""
+    session = requests.Session()
+    adapter = _DeadlineAdapter(pool_connections=workers, pool_maxsize=workers)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+# broken connections, timeouts and bodies cut short: worth another try
+_RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def _attempt(session, url, params, headers, timeout_s, deadline_s, secrets):
+    """One GET with its body: (response, None, "") or (None, problem, "") when worth retrying,
+    or (None, "", error) with an error to raise (already scrubbed of secrets)."""
+    failure = None
+    with _Deadline(deadline_s) as deadline:
+        try:
+            response = session.get(url, params=params, headers=headers, timeout=timeout_s)
+            response.content  # noqa: B018 (read the whole body now, so truncation raises here)
+        except Exception as error:
+            if deadline.expired:
+                return None, f"no complete answer within the deadline of {deadline_s:g} s", None
+            if isinstance(error, _RETRYABLE):
+                return None, f"{type(error).__name__}: {redact(error, secrets)}", None
+            failure = scrubbed(error, secrets)
+        else:
+            return response, "", None
+    return None, "", failure
+
+
 def get_with_retries(
     session: requests.Session,
     url: str,
@@ -209,6 +383,7 @@ def get_with_retries(
     max_wait_s: float = 120.0,
     timeout_s: float = 30.0,
     wait_turn: Callable[[], None] | None = None,
+    deadline_s: float = DEADLINE_S,
 ) -> requests.Response:
     """GET ``url``, retrying 429, 5xx, timeouts and broken connections; return the response.
 
@@ -219,8 +394,12 @@ def get_with_retries(
     concern one request: only this thread waits, ``backoff_s * 2**attempt`` with full jitter.
     Waits are capped at ``max_wait_s``. Other 4xx answers are returned to the caller, who
     knows what they mean for its API. The body is read inside the retry loop, so a truncated
-    body is retried too. A server still answering 429 after every try raises QuotaExceeded;
-    other failures TransientError. Errors never contain a secret.
+    body is retried too. ``timeout_s`` bounds each read; ``deadline_s`` the whole request,
+    body included, with a session from :func:`new_session` (a server dripping its answer is
+    cut off then, and the request retried). A server still answering 429 after every try
+    raises QuotaExceeded; other failures TransientError. An error that retrying cannot fix
+    (a URL without http://, say) is raised at once, whatever its type. No error leaving this
+    function holds a secret, in its message or in the exceptions it was raised from.
     """
     secrets = list(secrets)
     problem = "no attempt"
@@ -228,15 +407,11 @@ def get_with_retries(
     for attempt in range(retries + 1):
         if wait_turn:
             wait_turn()
-        try:
-            response = session.get(url, params=params, headers=headers, timeout=timeout_s)
-            response.content  # noqa: B018 (read the whole body now, so truncation raises here)
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as error:
-            problem = f"{type(error).__name__}: {redact(error, secrets)}"
+        response, trouble, failure = _attempt(session, url, params, headers, timeout_s, deadline_s, secrets)
+        if failure is not None:
+            raise failure  # outside any except block: nothing with a secret is linked to it
+        if response is None:
+            problem = trouble
             server_wait, throttled = None, False
         else:
             if response.status_code not in RETRY_STATUS:
@@ -276,6 +451,7 @@ def client_settings(
     timeout_s: float,
     per_second: float,
     more_secrets: Iterable[str | None] = (),
+    deadline_s: float = DEADLINE_S,
     **extra,
 ) -> dict:
     """The settings every client passes around: its API root, its secret, retry and rate limits,
@@ -283,7 +459,14 @@ def client_settings(
 
     ``more_secrets`` (a URL signing secret, say) are kept out of every log line and error,
     like ``secret``. All workers of a download share the one rate limiter made here.
+    ``api_root`` must be an http:// or https:// URL (checked here, before any request).
     """
+    if not isinstance(api_root, str) or not re.match(r"https?://[^/?#\s]+", api_root):
+        raise ValueError(
+            f"api_root must be a URL starting with http:// or https://, got {redact(api_root)!r}."
+        )
+    if not (isinstance(deadline_s, int | float) and deadline_s > 0 and math.isfinite(deadline_s)):
+        raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}.")
     return {
         "root": api_root.rstrip("/"),
         "secret": secret,
@@ -291,6 +474,7 @@ def client_settings(
         "retries": retries,
         "backoff_s": backoff_s,
         "timeout_s": timeout_s,
+        "deadline_s": deadline_s,
         "wait_turn": rate_limiter(per_second),
         **extra,
     }
@@ -314,6 +498,7 @@ def request(session: requests.Session, url: str, params: dict | None, settings: 
         backoff_s=settings["backoff_s"],
         timeout_s=settings["timeout_s"],
         wait_turn=settings["wait_turn"],
+        deadline_s=settings.get("deadline_s", DEADLINE_S),
     )
 
 
@@ -368,6 +553,30 @@ def readable_image(path: Path) -> bool:
     return True
 
 
+def _checked_rows(folder: Path, rows: list[dict]) -> None:
+    """Refuse a manifest whose rows name files outside ``folder`` or files that are not images.
+
+    Checked before anything is deleted: a row from a hand-edited, copied or hostile manifest
+    (``../notes.txt``, ``/home/you/x.jpg``) must never make :func:`reconcile` remove a file.
+    """
+    for number, row in enumerate(rows, start=1):
+        path = row["image_path"]
+        if not path:
+            continue
+        where = f"{folder / 'manifest.csv'}, row {number}: image_path"
+        try:
+            safe_paths.inside(folder, path, where)
+        except safe_paths.UnsafePathError as error:
+            raise ManifestError(
+                f"{error} Fix or remove that row; nothing was deleted or downloaded."
+            ) from None
+        if not path.lower().endswith(IMAGE_SUFFIXES):
+            raise ManifestError(
+                f"{where} {path!r} is not an image file ({', '.join(IMAGE_SUFFIXES)}). Fix or remove "
+                "that row; nothing was deleted or downloaded."
+            )
+
+
 def reconcile(folder: Path) -> list[dict]:
     """Make ``folder/manifest.csv`` and the image files agree after any interruption.
 
@@ -376,19 +585,28 @@ def reconcile(folder: Path) -> list[dict]:
     rewrites the manifest atomically with the current columns. Image files without a row are
     left; the next run finds them and adds their row without downloading again. Returns the
     rows kept. Decoding every image costs about half a millisecond per 224 px JPEG.
+
+    Every row's ``image_path`` is checked first: one that leads outside ``folder`` or names
+    something other than an image raises ManifestError before anything is touched. Call it
+    while holding the folder's lock (:class:`helpers.safe_paths.FolderLock`, as
+    :func:`collect` does): the temporary files it removes could be another run's.
     """
     folder = Path(folder)
+    rows = read_manifest(folder / "manifest.csv")
+    _checked_rows(folder, rows)
     for leftover in folder.rglob(".*.part*"):
-        leftover.unlink()
+        relative = leftover.relative_to(folder)
+        if leftover.is_file() and not leftover.is_symlink():
+            safe_paths.inside(folder, relative, "temporary file").unlink()
     kept, seen, broken = [], set(), 0
-    for row in read_manifest(folder / "manifest.csv"):
+    for row in rows:
         key = (row["requested_lat"], row["requested_lng"], row["image_id"], row["status"])
         if key in seen:
             continue
         image = folder / row["image_path"]
         if row["status"] == "ok" and not (row["image_path"] and readable_image(image)):
-            if row["image_path"] and image.is_file():
-                image.unlink()
+            if row["image_path"] and image.is_file() and not image.is_symlink():
+                safe_paths.inside(folder, row["image_path"], "image_path").unlink()
             broken += 1
             continue
         seen.add(key)
@@ -454,6 +672,68 @@ def _sync_folder(folder: Path) -> None:
 # --- the collection loop ----------------------------------------------------------------
 
 
+def check_locations(locations) -> None:
+    """Refuse locations that must not be sent to a service: not finite, or far from Denmark.
+
+    ``locations`` has columns ``lat`` and ``lng`` (degrees). Every row must be a finite
+    point inside Denmark's bounding box (``helpers.geo``) widened by
+    :data:`COORDINATE_MARGIN_DEG`; otherwise a ValueError names the bad rows and nothing is
+    requested (a NaN or Paris would be billed and stored like any other image).
+    """
+    missing = [column for column in ("lat", "lng", "cell") if column not in locations]
+    if missing:
+        raise ValueError(f"The locations lack the columns {missing}; they need lat, lng (degrees) and cell.")
+    lat = np.asarray(pd.to_numeric(locations["lat"], errors="coerce"), dtype=float)
+    lng = np.asarray(pd.to_numeric(locations["lng"], errors="coerce"), dtype=float)
+    lat_range = (geo.DENMARK_LAT[0] - COORDINATE_MARGIN_DEG, geo.DENMARK_LAT[1] + COORDINATE_MARGIN_DEG)
+    lng_range = (geo.DENMARK_LNG[0] - COORDINATE_MARGIN_DEG, geo.DENMARK_LNG[1] + COORDINATE_MARGIN_DEG)
+    with np.errstate(invalid="ignore"):
+        good = (
+            np.isfinite(lat)
+            & np.isfinite(lng)
+            & (lat >= lat_range[0])
+            & (lat <= lat_range[1])
+            & (lng >= lng_range[0])
+            & (lng <= lng_range[1])
+        )
+    if good.all():
+        return
+    bad = np.flatnonzero(~good)
+    labels = list(locations.index[bad[:5]])
+    examples = ", ".join(
+        f"row {label}: ({locations['lat'].iloc[i]!r}, {locations['lng'].iloc[i]!r})"
+        for label, i in zip(labels, bad[:5], strict=True)
+    )
+    raise ValueError(
+        f"{len(bad)} of {len(locations)} locations are not finite points in or near Denmark "
+        f"(lat {lat_range[0]:g} to {lat_range[1]:g}, lng {lng_range[0]:g} to {lng_range[1]:g} degrees): "
+        f"{examples}{' ...' if len(bad) > 5 else ''}. Fix or drop those rows; nothing was requested."
+    )
+
+
+def _checked_found(meta, source: str):
+    """What a lookup found, if usable: None, or a dict with a non-empty text ``image_id`` and,
+    if given, finite ``lat``/``lng``. Anything else is a malformed answer: TransientError, so
+    the location counts as failed and is tried again next run."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("image_id"), str) or not meta["image_id"]:
+        raise TransientError(f"{source} answered without a usable image id.")
+    for name in ("lat", "lng"):
+        value = meta.get(name, "")
+        if value == "":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise TransientError(
+                f"{source} answered with a {name} that is not a finite number: {value!r:.40}."
+            )
+    return meta
+
+
 def collect(
     locations,
     folder: Path,
@@ -465,53 +745,83 @@ def collect(
     workers: int = 8,
     chunk_size: int = 64,
     progress: bool = True,
+    lock_wait_s: float = 0.0,
 ) -> dict:
     """Download one image per location into ``folder``, resumably; return the counts.
 
-    ``locations`` is a DataFrame with ``lat``, ``lng`` (degrees) and ``cell``. For each
-    location not yet in the manifest: ``lookup(session, lat, lng, settings)`` finds the
-    nearest image (metadata calls are free on Street View); locations without imagery are
-    recorded as "no_imagery"; an image already in the manifest (two addresses, one
-    panorama) is recorded as "duplicate"; the rest are fetched with
+    ``locations`` is a DataFrame with ``lat``, ``lng`` (degrees) and ``cell``; every
+    location is checked (:func:`check_locations`) before any request. For each location not
+    yet in the manifest: ``lookup(session, lat, lng, settings)`` finds the nearest image
+    (metadata calls are free on Street View); locations without imagery are recorded as
+    "no_imagery"; an image already in the manifest (two addresses, one panorama) is recorded
+    as "duplicate", once its original is saved; the rest are fetched with
     ``fetch(session, found, settings)`` in a thread pool and written as
-    ``<cell>/<image_id>.jpg``. The secrets in ``settings`` are kept out of every log line.
-    All workers share one rate limiter: a 429 or an over-quota answer pauses them all.
+    ``<cell>/<image_id>.jpg``, both names made safe (:func:`helpers.safe_paths.safe_name`)
+    and checked to stay inside ``folder``. A malformed answer counts as one failed location,
+    tried again next run. The secrets in ``settings`` are kept out of every log line and
+    error. All workers share one rate limiter: a 429 or an over-quota answer pauses them all.
+
+    One download at a time writes into a folder: a second one waits ``lock_wait_s`` seconds
+    for the first, then stops with a FolderLocked error naming it (pid, host, start time).
 
     A FatalAPIError or QuotaExceeded stops the whole run at once (pending requests are
     cancelled) and is raised after the manifest is safely written; run again to resume.
     """
-    from tqdm.auto import tqdm
-
     secrets = secrets_of(settings)
+    check_locations(locations)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = reconcile(folder)
-    done = {(row["requested_lat"], row["requested_lng"]) for row in rows}
-    have = {row["image_id"] for row in rows if row["status"] == "ok"}
-    counts = {"downloaded": 0, "skipped": len(done), "no_imagery": 0, "duplicate": 0, "failed": 0}
-
     redactor = _RedactingFilter(secrets)
-    watched = [logging.getLogger(name) for name in ("urllib3", "urllib3.connectionpool", "requests")]
+    watched = [
+        logging.getLogger(name)
+        for name in ("urllib3", "urllib3.connectionpool", "requests", __name__, f"helpers.{source}")
+    ]
     for logger in watched:
         logger.addFilter(redactor)
+    failure = None
+    try:
+        with safe_paths.FolderLock(folder, wait_s=lock_wait_s):
+            return _collect_locked(
+                locations, folder, source, lookup, fetch, settings, workers, chunk_size, progress
+            )
+    except Exception as error:
+        failure = scrubbed(error, secrets)
+    finally:
+        for logger in watched:
+            logger.removeFilter(redactor)
+    raise failure  # outside the except block, so no unscrubbed exception is linked to it
 
+
+def _collect_locked(locations, folder, source, lookup, fetch, settings, workers, chunk_size, progress):
+    from tqdm.auto import tqdm
+
+    rows = reconcile(folder)
+    done = {(row["requested_lat"], row["requested_lng"]) for row in rows}
+    saved = {row["image_id"] for row in rows if row["status"] == "ok"}
+    counts = {"downloaded": 0, "skipped": len(done), "no_imagery": 0, "duplicate": 0, "failed": 0}
     pending = [
         (repr(float(lat)), repr(float(lng)), float(lat), float(lng), cell)
         for lat, lng, cell in zip(locations["lat"], locations["lng"], locations["cell"], strict=True)
         if (repr(float(lat)), repr(float(lng))) not in done
     ]
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=workers, pool_maxsize=workers)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = new_session(workers)
     bar = tqdm(total=len(pending), desc=f"{source} images", disable=not progress, unit="loc")
     manifest = open(folder / "manifest.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(pending), chunk_size):
                 chunk = pending[start : start + chunk_size]
-                found = _run_all(pool, [lambda c=c: lookup(session, c[2], c[3], settings) for c in chunk])
+                found = _run_all(
+                    pool,
+                    [
+                        lambda c=c: _checked_found(lookup(session, c[2], c[3], settings), source)
+                        for c in chunk
+                    ],
+                )
                 to_fetch = []
+                # image id -> the locations that found the same image in this chunk: their
+                # "duplicate" rows wait until the original is saved
+                waiting: dict[str, list] = {}
                 for (lat_text, lng_text, _, _, cell), meta in zip(chunk, found, strict=True):
                     base = {
                         "requested_lat": lat_text,
@@ -526,11 +836,13 @@ def collect(
                     if meta is None:
                         _append(manifest, _row(base, status="no_imagery"))
                         counts["no_imagery"] += 1
-                    elif meta["image_id"] in have:
+                    elif meta["image_id"] in saved:
                         _append(manifest, _row(base, meta, status="duplicate"))
                         counts["duplicate"] += 1
+                    elif meta["image_id"] in waiting:
+                        waiting[meta["image_id"]].append((base, meta))
                     else:
-                        have.add(meta["image_id"])
+                        waiting[meta["image_id"]] = []
                         to_fetch.append((base, meta))
                 images = _run_all(
                     pool,
@@ -540,20 +852,23 @@ def collect(
                     ],
                 )
                 for (base, meta), result in zip(to_fetch, images, strict=True):
+                    later = waiting.pop(meta["image_id"])
                     if isinstance(result, TransientError):
-                        have.discard(meta["image_id"])
-                        counts["failed"] += 1
+                        counts["failed"] += 1 + len(later)  # the duplicates too: all retried next run
                         log.warning("image %s failed: %s", meta["image_id"], result)
                         continue
                     _append(manifest, _row(base, meta, status="ok", image_path=result))
+                    saved.add(meta["image_id"])
                     counts["downloaded"] += 1
+                    for other_base, other_meta in later:
+                        _append(manifest, _row(other_base, other_meta, status="duplicate"))
+                        counts["duplicate"] += 1
                 bar.update(len(chunk))
                 bar.set_postfix({k: v for k, v in counts.items() if k != "skipped"}, refresh=False)
     finally:
         manifest.close()
         bar.close()
-        for logger in watched:
-            logger.removeFilter(redactor)
+        session.close()
     return counts
 
 
@@ -573,12 +888,22 @@ def _row(base: dict, meta: dict | None = None, *, status: str, image_path: str =
     }
 
 
+def image_path(cell, image_id) -> str:
+    """The path (relative to the download folder) of the image ``image_id`` of ``cell``.
+
+    Both come from outside (the locations table, the service), so both are made safe file
+    names (:func:`helpers.safe_paths.safe_name`): ``../../x`` cannot climb out of the folder.
+    """
+    return f"{safe_paths.safe_name(cell)}/{safe_paths.safe_name(image_id)}.jpg"
+
+
 def _fetch_to_disk(session, fetch, settings: dict, folder: Path, base: dict, meta: dict) -> str:
-    relative = Path(str(base["cell"])) / f"{meta['image_id']}.jpg"
+    relative = image_path(base["cell"], meta["image_id"])
+    target = safe_paths.inside(folder, relative, "image path")
     # a good file left by a run killed before its manifest row is kept; a broken one replaced
-    if not readable_image(folder / relative):
-        save_image(fetch(session, meta, settings), folder / relative)
-    return relative.as_posix()
+    if not readable_image(target):
+        save_image(fetch(session, meta, settings), target)
+    return relative
 
 
 def _run_all(pool: ThreadPoolExecutor, jobs: list[Callable]) -> list:

@@ -29,10 +29,15 @@ with the environment variables ``WORKBOOK_DATA_DIR`` and ``WORKBOOK_BUILD_DIR``.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from helpers import safe_paths
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,12 +193,169 @@ PROFILES: dict[str, dict] = {
 }
 
 
+# --- what each setting may be ------------------------------------------------------------
+
+
+class SettingError(ValueError):
+    """A profile setting has a value of the wrong type, out of range, or not among those allowed."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(low: int, high: float = math.inf, none: bool = False):
+    """Rule: a whole number in [low, high] (or None)."""
+    span = f"at least {low}" if high == math.inf else f"from {low} to {high}"
+    return (
+        f"a whole number {span}" + (", or None" if none else ""),
+        lambda v: (none and v is None) or (_is_int(v) and low <= v <= high),
+    )
+
+
+def _number(low: float, high: float, *, high_open: bool = False, low_open: bool = False, none=False):
+    """Rule: a finite number in the interval from low to high (ends open as said)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    return (
+        f"a number in {left}{low:g}, {high:g}{right}" + (", or None" if none else ""),
+        lambda v: (
+            (none and v is None)
+            or (
+                _is_number(v)
+                and (low < v if low_open else low <= v)
+                and (v < high if high_open else v <= high)
+            )
+        ),
+    )
+
+
+def _one_of(*values):
+    """Rule: exactly one of ``values``."""
+    return (
+        "one of " + ", ".join(repr(v) for v in values),
+        lambda v: any(v is c or (type(v) is type(c) and v == c) for c in values),
+    )
+
+
+def _text(none: bool = False):
+    """Rule: a non-empty text or path (or None)."""
+    return (
+        "a non-empty text" + (" or None" if none else ""),
+        lambda v: (none and v is None) or bool(v and isinstance(v, str | os.PathLike)),
+    )
+
+
+def _pretrained_ok(value) -> bool:
+    """None, ``hf://owner/name``, ``kaggle://...``, ``standin:<plain name>``, a keras-hub preset
+    name, or an existing local checkpoint folder (what ``helpers.model.resolve_preset`` takes)."""
+    if value is None:
+        return True
+    if not isinstance(value, str) or not value.strip():
+        return False
+    if value.startswith("hf://"):
+        return re.fullmatch(r"hf://[\w.-]+/[\w.-]+", value) is not None
+    if value.startswith("kaggle://"):
+        return re.fullmatch(r"kaggle://[\w.-]+(/[\w.-]+)+", value) is not None
+    if value.startswith("standin:"):
+        return safe_paths.is_plain_name(value.split(":", 1)[1])
+    if re.fullmatch(r"[a-z0-9_]+", value):
+        return True  # a keras-hub preset name, e.g. "vit_base_patch16_224_imagenet"
+    return Path(value).expanduser().is_dir()
+
+
+# the numeric policies helpers.device can set ("auto": chosen from the accelerator)
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+# One line per setting: what it may be (in words, for the error) and the test. A setting a
+# profile has but this table lacks is an error, so a new setting gets its line here.
+SETTING_RULES: dict[str, tuple[str, object]] = {
+    "description": _text(),
+    "n_cells": _integer(1),
+    "seed": _integer(0),
+    "images_per_cell": _integer(1),
+    "image_source": _one_of("synthetic", "streetview", "mapillary"),
+    "streetview_api": _one_of(None, "standin"),
+    "download_size": _integer(16, 640),  # Street View serves at most 640 px
+    "image_size": _integer(8),
+    "patch_size": _integer(1),
+    "vit_layers": _integer(1),
+    "vit_width": _integer(1),
+    "vit_heads": _integer(1),
+    "vit_mlp_width": _integer(1),
+    "pretrained": (
+        "None, 'hf://<owner>/<name>', 'kaggle://<path>', 'standin:<plain name>' (letters, digits, "
+        "'.', '_', '-'), a keras-hub preset name, or an existing checkpoint folder",
+        _pretrained_ok,
+    ),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _number(0, 1, low_open=True),
+    "weight_decay": _number(0, 1),
+    "beta_1": _number(0, 1, high_open=True),
+    "beta_2": _number(0, 1, high_open=True),
+    "warmup_fraction": _number(0, 1, high_open=True),
+    "warmup_steps": _integer(0, none=True),
+    "randaugment_ops": _integer(0),
+    "randaugment_factor": _number(0, 1),
+    "session_leak": _number(0, 1),
+    "cache_budget_gb": _number(0, math.inf, high_open=True),
+    "attention_batch": _integer(1),
+    "comparison_seeds": _integer(1),
+    "jit_compile": _one_of(True, False, "auto"),
+    "addresses_file": _text(none=True),
+    "map_max_points": _integer(1, none=True),
+    "lr_schedule": _one_of("decay", "authors"),
+    "final_batch_size": _integer(1, none=True),
+    "precision": _one_of(*PRECISIONS),
+}
+# settings that must agree with each other: (the settings, what must hold, the test)
+SETTING_PAIRS = [
+    (
+        ("image_size", "patch_size"),
+        "patch_size must divide image_size (the image is cut into whole patches)",
+        lambda p: p["image_size"] % p["patch_size"] == 0,
+    ),
+    (
+        ("vit_width", "vit_heads"),
+        "vit_heads must divide vit_width (each head gets vit_width / vit_heads channels)",
+        lambda p: p["vit_width"] % p["vit_heads"] == 0,
+    ),
+]
+
+
+def check_settings(profile: dict) -> dict:
+    """``profile`` if every setting is allowed (:data:`SETTING_RULES`, :data:`SETTING_PAIRS`),
+    else a SettingError naming the setting, its value and what is allowed."""
+    for name, value in profile.items():
+        if name in ("name", "overrides"):
+            continue
+        if name not in SETTING_RULES:
+            raise SettingError(
+                f"Setting {name!r} has no rule in helpers.config.SETTING_RULES: add one line saying "
+                "what it may be."
+            )
+        allowed, test = SETTING_RULES[name]
+        if not test(value):
+            raise SettingError(f"Setting {name}={value!r} is not allowed: it must be {allowed}.")
+    for names, must, test in SETTING_PAIRS:
+        if all(n in profile for n in names) and not test(profile):
+            values = ", ".join(f"{n}={profile[n]!r}" for n in names)
+            raise SettingError(f"Settings {values} do not fit together: {must}.")
+    return profile
+
+
 def get_profile(name: str | dict, **overrides) -> dict:
     """A copy of the profile called ``name``, with ``overrides`` applied.
 
     ``get_profile("default", epochs=20, randaugment_factor=0.4)`` changes two settings; the
     changed values are kept under ``"overrides"`` so every run and result records them. A
     profile dictionary may be passed instead of a name (more overrides are added to it).
+    Every setting is checked (:func:`check_settings`): a wrong type, a value out of range or
+    not among those allowed raises a SettingError that names the setting and what it may be.
     """
     if isinstance(name, dict):
         base, previous = name, dict(name.get("overrides", {}))
@@ -211,7 +373,7 @@ def get_profile(name: str | dict, **overrides) -> dict:
             f"Unknown setting(s) {', '.join(unknown)} for profile {name!r}. "
             f"Settings: {', '.join(sorted(PROFILES[name]))}."
         )
-    return {**base, **overrides, "overrides": {**previous, **overrides}}
+    return check_settings({**base, **overrides, "overrides": {**previous, **overrides}})
 
 
 def profile_name(profile: str | dict) -> str:

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import geopandas as gpd
@@ -350,6 +351,75 @@ def _csv_chunks(path: Path, fields: list[str], chunk_rows: int):
             yield chunk.reindex(columns=["lng", "lat", *fields])
 
 
+def _scan_lines(path: Path) -> tuple[int, tuple[int, int, int] | None, str | None]:
+    """Read ``path`` (decompressed if .gz) line by line as bytes, to say where reading broke.
+
+    Returns (whole lines read, the first line that is not UTF-8 as (line, byte offset in that
+    line, the byte) or None, the compression error met or None).
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    lines, bad_text = 0, None
+    try:
+        with opener(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    if bad_text is None:
+                        bad_text = (number, error.start, line[error.start])
+                if line.endswith(b"\n"):
+                    lines = number
+    except (EOFError, OSError, zlib.error) as error:
+        return lines, bad_text, f"{type(error).__name__}: {error}"
+    return lines, bad_text, None
+
+
+def _reading_error(path: Path, error: Exception) -> DataError:
+    """A DataError for ``error`` met while reading the addresses file ``path``: it names the
+    file, the line (or feature) where reading broke, and what to do."""
+    if isinstance(error, pd.errors.EmptyDataError):
+        return DataError(
+            f"{path}: the file is empty (or has no header line). An OpenAddresses CSV starts with a "
+            "header such as LON,LAT,NUMBER,STREET,...,POSTCODE; download the extract again."
+        )
+    if isinstance(error, pd.errors.ParserError):
+        return DataError(
+            f"{path}: a row does not fit the header ({str(error).strip()}). Every row needs as many "
+            "fields as the header; fix that line (a comma inside an unquoted field?) or download again."
+        )
+    lines, bad_text, broken = _scan_lines(path)
+    if broken is not None:
+        return DataError(
+            f"{path}: the compressed file is cut short or corrupt after line {lines} ({broken}). "
+            "Download it again, or read it uncompressed."
+        )
+    if bad_text is not None:
+        line, offset, byte = bad_text
+        return DataError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{byte:02x} at position {offset} of the line). "
+            "OpenAddresses files are UTF-8: convert it (e.g. iconv -f latin1 -t utf-8) and try again."
+        )
+    return DataError(f"{path}: could not be read after line {lines} ({type(error).__name__}: {error}).")
+
+
+def _explained_chunks(path: Path, chunks):
+    """``chunks`` with every parse, encoding or compression error turned into a DataError."""
+    chunks = iter(chunks)
+    while True:
+        failure = None
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except DataError:
+            raise
+        except (UnicodeError, EOFError, OSError, zlib.error, ValueError, pd.errors.ParserError) as error:
+            failure = _reading_error(path, error)
+        if failure is not None:
+            raise failure  # outside the except block: the message says it all
+        yield chunk
+
+
 def read_openaddresses(
     path, swap_coordinates: bool = False, fields=_OA_FIELDS, chunk_rows: int = 200_000
 ) -> gpd.GeoDataFrame:
@@ -367,6 +437,8 @@ def read_openaddresses(
     are dropped, keeping the first. If most points only fall in Denmark with lat and lng
     exchanged, you get an error: pass ``swap_coordinates=True`` after checking. The counts
     are in ``result.attrs["openaddresses"]``: rows, no_coordinates, outside, repeated, kept.
+    A file that cannot be read (empty, a ragged row, not UTF-8, a cut-off .gz) raises a
+    DataError naming the file and the line or feature where it broke.
     """
     path = Path(path)
     if not path.exists():
@@ -384,7 +456,7 @@ def read_openaddresses(
 
     counts = {"rows": 0, "no_coordinates": 0, "outside": 0, "repeated": 0}
     swapped_inside, parts = 0, []
-    for chunk in chunks:
+    for chunk in _explained_chunks(path, chunks):
         lat = pd.to_numeric(chunk["lat"], errors="coerce").to_numpy(dtype=float)
         lng = pd.to_numeric(chunk["lng"], errors="coerce").to_numpy(dtype=float)
         if swap_coordinates:

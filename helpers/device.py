@@ -37,7 +37,9 @@ import warnings
 
 import keras
 
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from helpers import config
+
+PRECISIONS = config.PRECISIONS
 # profiles that train ViT-B/16 at 224 px: days on a CPU
 GPU_PROFILES = ("mapillary", "full")
 

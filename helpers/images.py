@@ -119,6 +119,8 @@ def download(profile: dict, locations: pd.DataFrame, folder: Path, geography: di
     """
     from helpers import mapillary, standin, streetview
 
+    # a hand-built profile could carry a typo ("standn") that would send billed requests to Google
+    config.check_settings(profile)
     size = (profile["download_size"],) * 2
     source = profile["image_source"]
     if source == "mapillary":

@@ -53,8 +53,8 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
     while True:
         items = _images_in_box(session, lat, lng, half, settings)
         for item in items:
-            point = (item.get("computed_geometry") or item.get("geometry") or {}).get("coordinates")
-            if not point or len(point) < 2 or not item.get("thumb_1024_url") or item.get("is_pano"):
+            point = _usable_point(item)
+            if point is None:
                 continue
             distance = float(geo.haversine_km(lat, lng, point[1], point[0])) * 1000.0
             if distance <= radius:
@@ -73,6 +73,32 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
         "sequence": _sequence_id(item.get("sequence")),
         "url": item["thumb_1024_url"],
     }
+
+
+def _usable_point(item: dict) -> list[float] | None:
+    """[lng, lat] of a listed image that can be used, or None (malformed, or a panorama).
+
+    Usable: an id that is text or a whole number, a position of two finite numbers, and an
+    http(s) thumbnail URL; anything else in an answer is skipped, not trusted.
+    """
+    if item.get("is_pano") or isinstance(item.get("id"), bool | float):
+        return None
+    if not isinstance(item.get("id"), str | int) or not str(item["id"]).strip():
+        return None
+    url = item.get("thumb_1024_url")
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        return None
+    geometry = item.get("computed_geometry") or item.get("geometry")
+    point = geometry.get("coordinates") if isinstance(geometry, dict) else None
+    if not isinstance(point, list | tuple) or len(point) < 2:
+        return None
+    try:
+        lng, lat = float(point[0]), float(point[1])
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lng) and -90 <= lat <= 90 and -180 <= lng <= 180):
+        return None
+    return [lng, lat]
 
 
 def _images_in_box(session, lat: float, lng: float, half_m: float, settings: dict) -> list[dict]:
@@ -163,13 +189,18 @@ def download(
     timeout_s: float = 30.0,
     api_root: str = API_ROOT,
     progress: bool = True,
+    deadline_s: float = collect.DEADLINE_S,
+    lock_wait_s: float = 0.0,
 ) -> dict:
     """Download the Mapillary image nearest each location (columns lat, lng, cell) into ``folder``.
 
     Same contract as ``helpers.streetview.download``: resumable, deduplicated, the token
     never written anywhere. ``radius`` in metres; ``candidates``: images asked for per box
     (the API allows up to 2,000). The manifest records each image's ``sequence`` and
-    ``captured_at``, so that images of one capture can be kept in one split.
+    ``captured_at``, so that images of one capture can be kept in one split. ``deadline_s``
+    bounds the whole of each request (s); ``lock_wait_s`` how long a second download into the
+    same folder waits for the first. Image ids, positions and thumbnail URLs from the answers
+    are checked before use; a malformed image in a listing is skipped.
     """
     if not 1 <= candidates <= 2000:
         raise ValueError(f"candidates must be between 1 and 2,000 (the API's limit), got {candidates}.")
@@ -186,10 +217,19 @@ def download(
         backoff_s=backoff_s,
         timeout_s=timeout_s,
         per_second=per_second,
+        deadline_s=deadline_s,
         size=size,
         radius=radius,
         candidates=candidates,
     )
     return collect.collect(
-        locations, folder, "mapillary", lookup, fetch, settings, workers=workers, progress=progress
+        locations,
+        folder,
+        "mapillary",
+        lookup,
+        fetch,
+        settings,
+        workers=workers,
+        progress=progress,
+        lock_wait_s=lock_wait_s,
     )

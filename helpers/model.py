@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import config, device, losses
+from helpers import config, device, losses, safe_paths
 
 
 def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
@@ -32,12 +32,17 @@ def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
     ``"standin:<name>"`` (the rehearsal profile) names a tiny checkpoint in the Hugging Face
     layout that the workbook writes itself into ``build/<profile>/checkpoints/<name>`` the
     first time, so the offline rehearsal loads weights through the same keras-hub converter
-    as ``hf://google/vit-base-patch16-224``.
+    as ``hf://google/vit-base-patch16-224``. ``<name>`` must be a plain name (letters, digits,
+    ".", "_", "-"; see ``helpers.safe_paths.plain_name``), so that writing it replaces
+    nothing but that one checkpoint folder.
     """
     preset = preset or profile["pretrained"]
     if not preset or not str(preset).startswith("standin:"):
         return preset
-    folder = config.output_dir(profile, "checkpoints") / str(preset).split(":", 1)[1]
+    name = safe_paths.plain_name(str(preset).split(":", 1)[1], f"The checkpoint name of {preset!r}")
+    checkpoints = config.output_dir(profile, "checkpoints")
+    safe_paths.inside(checkpoints, name, "checkpoint folder")  # a link out of the folder, say
+    folder = checkpoints / name
     if not (folder / "model.safetensors").exists():
         write_hf_vit_checkpoint(
             folder,

@@ -31,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -164,18 +165,18 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
             "Everything downloaded so far is kept; run the same command later to resume."
         )
     if status == "OK":
-        location = body.get("location") or {}
-        pano_lat, pano_lng = float(location.get("lat", lat)), float(location.get("lng", lng))
+        pano_id, pano_lat, pano_lng = _panorama_of(body, lat, lng)
         heading = (
             settings["heading"]
             if settings["heading"] is not None
             else heading_to(pano_lat, pano_lng, lat, lng)
         )
+        date = body.get("date", "")
         return {
-            "image_id": body["pano_id"],
+            "image_id": pano_id,
             "lat": pano_lat,
             "lng": pano_lng,
-            "date": body.get("date", ""),
+            "date": date if isinstance(date, str) else "",
             "heading": "" if heading is None else heading,
         }
     if status in ("ZERO_RESULTS", "NOT_FOUND"):
@@ -189,6 +190,28 @@ def lookup(session, lat: float, lng: float, settings: dict) -> dict | None:
             "and billing set up. Nothing more will be requested in this run."
         )
     raise collect.TransientError(f"Street View metadata answered {status} (HTTP {answer.status_code}).")
+
+
+def _panorama_of(body: dict, lat: float, lng: float) -> tuple[str, float, float]:
+    """The ``pano_id`` and position (lat, lng in degrees) of an "OK" metadata answer.
+
+    A missing ``location`` means the requested point. An answer without a text ``pano_id``,
+    or with a position that is not two finite numbers, is malformed: TransientError, so the
+    location counts as failed and is asked again next run.
+    """
+    pano_id = body.get("pano_id")
+    if not isinstance(pano_id, str) or not pano_id.strip():
+        raise collect.TransientError(f"Street View answered OK without a usable pano_id ({pano_id!r:.40}).")
+    location = body.get("location", {"lat": lat, "lng": lng})
+    try:
+        pano_lat, pano_lng = float(location["lat"]), float(location["lng"])
+    except (TypeError, ValueError, KeyError):
+        pano_lat = pano_lng = math.nan
+    if not (math.isfinite(pano_lat) and math.isfinite(pano_lng)):
+        raise collect.TransientError(
+            f"Street View answered OK with a location that is not two finite numbers ({location!r:.60})."
+        )
+    return pano_id, pano_lat, pano_lng
 
 
 def image_params(found: dict, settings: dict) -> dict:
@@ -270,6 +293,8 @@ def download(
     api_root: str = API_ROOT,
     progress: bool = True,
     signing_secret: str | None = None,
+    deadline_s: float = collect.DEADLINE_S,
+    lock_wait_s: float = 0.0,
 ) -> dict:
     """Download one Street View image per location (columns lat, lng, cell) into ``folder``.
 
@@ -277,8 +302,11 @@ def download(
     None points the camera at each address (the bearing from its panorama, recorded in the
     manifest); a number (degrees from north) fixes it for every image. ``radius`` is in
     metres. ``signing_secret`` defaults to ``GOOGLE_MAPS_URL_SIGNING_SECRET`` (environment or
-    ``.env``); without one, requests go unsigned. Resumable: run it again after any
-    interruption. Returns counts (downloaded, skipped, no_imagery, duplicate, failed).
+    ``.env``); without one, requests go unsigned. ``timeout_s`` bounds each read of an
+    answer, ``deadline_s`` the whole of each request (s). Locations must be finite points in
+    or near Denmark (checked before any request). A second download into the same folder
+    waits ``lock_wait_s`` s, then stops with the name of the first. Resumable: run it again
+    after any interruption. Returns counts (downloaded, skipped, no_imagery, duplicate, failed).
     """
     key = key or collect.load_secret(KEY_NAME)
     if not key:
@@ -296,6 +324,7 @@ def download(
         backoff_s=backoff_s,
         timeout_s=timeout_s,
         per_second=per_second,
+        deadline_s=deadline_s,
         more_secrets=[signing_secret],
         signing_secret=signing_secret,
         size=size,
@@ -306,5 +335,13 @@ def download(
         outdoor=outdoor,
     )
     return collect.collect(
-        locations, folder, "streetview", lookup, fetch, settings, workers=workers, progress=progress
+        locations,
+        folder,
+        "streetview",
+        lookup,
+        fetch,
+        settings,
+        workers=workers,
+        progress=progress,
+        lock_wait_s=lock_wait_s,
     )

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from helpers import config
@@ -81,3 +82,69 @@ def test_atomic_target_replaces_on_success(tmp_path):
         temporary.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert target.stat().st_mode & 0o044  # readable by others, unlike mkstemp's default
+
+
+# --- every setting is checked (issue 20) ---------------------------------------------------
+
+BAD_SETTINGS = [
+    ("epochs", "20", "whole number"),
+    ("epochs", -1, "at least 1"),
+    ("epochs", 2.5, "whole number"),
+    ("epochs", True, "whole number"),
+    ("batch_size", 0, "at least 1"),
+    ("learning_rate", "fast", "number in (0, 1]"),
+    ("learning_rate", float("nan"), "number in (0, 1]"),
+    ("learning_rate", 0, "number in (0, 1]"),
+    ("beta_2", 1.0, "[0, 1)"),
+    ("warmup_steps", -5, "or None"),
+    ("streetview_api", "standn", "None, 'standin'"),
+    ("streetview_api", "google", "None, 'standin'"),
+    ("image_source", "flickr", "'synthetic', 'streetview', 'mapillary'"),
+    ("jit_compile", "yes", "True, False, 'auto'"),
+    ("pretrained", "standin:", "standin:<plain name>"),
+    ("pretrained", "standin:../../../x", "standin:<plain name>"),
+    ("pretrained", "standin:/some/dir", "standin:<plain name>"),
+    ("pretrained", "hf://", "hf://<owner>/<name>"),
+    ("pretrained", "/no/such/checkpoint/folder", "existing checkpoint folder"),
+    ("download_size", 4000, "from 16 to 640"),
+    ("map_max_points", 0, "or None"),
+    ("addresses_file", "", "non-empty text"),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "allowed"), BAD_SETTINGS)
+def test_a_wrong_setting_is_refused_with_its_name_value_and_what_is_allowed(setting, value, allowed):
+    with pytest.raises(config.SettingError) as caught:
+        config.get_profile("smoke", **{setting: value})
+    message = str(caught.value)
+    assert f"{setting}={value!r}" in message and allowed in message
+
+
+def test_patch_size_must_divide_image_size():
+    with pytest.raises(config.SettingError, match=r"image_size=30, patch_size=8 .*patch_size must divide"):
+        config.get_profile("smoke", image_size=30)
+    assert config.get_profile("smoke", image_size=40)["image_size"] == 40  # 40 = 5 patches of 8
+    with pytest.raises(config.SettingError, match="vit_heads must divide vit_width"):
+        config.get_profile("smoke", vit_heads=3)
+
+
+def test_allowed_settings_pass(tmp_path):
+    assert config.get_profile("smoke", pretrained="hf://google/vit-base-patch16-224")["pretrained"]
+    assert config.get_profile("smoke", pretrained=str(tmp_path))["pretrained"] == str(tmp_path)
+    assert config.get_profile("smoke", warmup_steps=None, streetview_api="standin", jit_compile=False)
+    assert config.get_profile("smoke", learning_rate=1, epochs=np.int64(3))["epochs"] == 3
+
+
+def test_every_profile_passes_its_own_checks():
+    for name in config.PROFILES:
+        assert config.check_settings(config.get_profile(name))
+
+
+def test_a_new_setting_needs_one_line_in_the_table(monkeypatch):
+    monkeypatch.setitem(config.PROFILES, "smoke", {**config.PROFILES["smoke"], "precision": "mixed"})
+    with pytest.raises(config.SettingError, match="'precision' has no rule in helpers.config.SETTING_RULES"):
+        config.get_profile("smoke")
+    monkeypatch.setitem(config.SETTING_RULES, "precision", config._one_of("float32", "mixed"))
+    assert config.get_profile("smoke")["precision"] == "mixed"
+    with pytest.raises(config.SettingError, match="precision='half'"):
+        config.get_profile("smoke", precision="half")

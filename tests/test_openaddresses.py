@@ -93,6 +93,63 @@ def test_unknown_format_and_missing_file(tmp_path):
         datasets.read_openaddresses(tmp_path / "dk.xlsx")
 
 
+# --- files that cannot be read (issue 20) ---------------------------------------------------
+
+
+def many_rows(n=3000) -> str:
+    return HEADER + "\n" + "".join(f"10.{i:04d},56.1,{i},Torvet,,By,,,8000,{i},h{i}\n" for i in range(n))
+
+
+def write_broken(path, kind):
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "empty gz":
+        path.write_bytes(gzip.compress(b""))
+    elif kind == "ragged":
+        path.write_text(many_rows(5) + "10.3,56.3,1,Torvet,,By,,,8000,1,h1,surplus,fields\n")
+    elif kind == "latin-1":
+        path.write_bytes((many_rows(5) + "10.3,56.3,1,Søndergade,,By,,,8000,1,h1\n").encode("latin-1"))
+    elif kind == "truncated gz":
+        packed = gzip.compress(many_rows().encode())
+        path.write_bytes(packed[: len(packed) // 2])
+    elif kind == "not gz":
+        path.write_bytes(b"this was never compressed\n")
+    elif kind == "latin-1 geojson":
+        feature = {"type": "Feature", "properties": {"street": "Søndergade"}, "geometry": {"type": "Point"}}
+        feature["geometry"]["coordinates"] = [10.2, 56.1]
+        path.write_bytes(("\n".join([json.dumps(feature, ensure_ascii=False)] * 4) + "\n").encode("latin-1"))
+    elif kind == "truncated geojson gz":
+        line = json.dumps(
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [10.2, 56.1]}}
+        )
+        packed = gzip.compress(("\n".join([line] * 3000) + "\n").encode())
+        path.write_bytes(packed[: len(packed) // 2])
+    return path
+
+
+BROKEN = {
+    # kind: (file name, what the message must say)
+    "empty": ("dk.csv", "the file is empty"),
+    "empty gz": ("dk.csv.gz", "the file is empty"),
+    "ragged": ("dk.csv", "line 7"),
+    "latin-1": ("dk.csv", "line 7: not UTF-8"),
+    "truncated gz": ("dk.csv.gz", "cut short or corrupt after line"),
+    "not gz": ("dk.csv.gz", "cut short or corrupt after line 0"),
+    "latin-1 geojson": ("dk.geojson", "line 1: not UTF-8"),
+    "truncated geojson gz": ("dk.geojson.gz", "cut short or corrupt after line"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+def test_an_unreadable_file_is_a_data_error_naming_the_file_and_line(tmp_path, kind):
+    name, says = BROKEN[kind]
+    path = write_broken(tmp_path / name, kind)
+    with pytest.raises(datasets.DataError) as caught:
+        datasets.read_openaddresses(path)
+    assert str(path) in str(caught.value) and says in str(caught.value)
+    assert caught.value.__context__ is None  # the message says it all; no raw pandas or gzip error
+
+
 # --- sampling -----------------------------------------------------------------------------
 
 
