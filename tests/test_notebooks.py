@@ -51,12 +51,55 @@ def test_runs_in_the_smoke_profile(path, shared_build):
     executed = json.loads(output.read_text())
     assert any(cell.get("outputs") for cell in executed["cells"] if cell["cell_type"] == "code")
     assert path.read_bytes() == before  # the source is never written
+    assert library_noise(executed) == [], "a student reads these outputs: no warnings or library log lines"
     build = shared_build / "smoke"
     if path.stem == "10_report":
         assert (build / "report.html").stat().st_size > 10_000 and (build / "report.pdf").exists()
     else:
         figures = (build / "figures").glob(f"fig{path.stem[:2]}*.png")
         assert list(figures), "every notebook saves its figures in the build folder"
+
+
+# A warning (Python's "...Warning: ", a library's "WARNING"), an absl or glog line from C++
+# ("I0000 00:00:17... port.cc:153] ..."), tqdm's complaint without ipywidgets.
+_NOISE = re.compile(
+    r"\w+Warning: |^WARNING\b|^\[\w+\] WARNING|^[IWEF]\d{4} [\d:. ]+\d+ \S+:\d+\]|IProgress not found",
+    re.MULTILINE,
+)
+
+
+def library_noise(executed: dict) -> list[str]:
+    """'cell N: line' for every warning or library log line in an executed notebook's outputs."""
+    found = []
+    for number, cell in enumerate(executed["cells"]):
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", "")) if output.get("output_type") == "stream" else ""
+            found += [f"cell {number}: {line}" for line in text.splitlines() if _NOISE.search(line)]
+    return found
+
+
+def test_library_noise_is_found_and_results_are_not():
+    def executed(*texts, name="stderr"):
+        outputs = [nbformat.v4.new_output("stream", name=name, text=t) for t in texts]
+        return {"cells": [nbformat.v4.new_code_cell("x", outputs=outputs)]}
+
+    noisy = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795993385.787154   11084 port.cc:153] oneDNN custom operations are on.",
+        "E0000 00:00:1795993641.515295   15939 cuda_platform.cc:52] failed call to cuInit",
+        "/tmp/ipykernel_1/5.py:3: Pandas4Warning: The 'lsuffix' and 'rsuffix' keywords are deprecated",
+        "tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.",
+    ]
+    for line in noisy:
+        assert library_noise(executed(line)) == [f"cell 0: {line}"], line
+    assert library_noise(executed("x\n" + noisy[3], name="stdout")) == [f"cell 0: {noisy[3]}"]
+    clean = [
+        "516 images, 129 cells, 32 px",
+        "Epoch 1/5 - 3s - loss: 4.8 - accuracy: 0.01",
+        "✗ Your turn, haversine: on 50 random pairs in Denmark, the distance differs by up to 342.",
+        "a warning sign: the gap grows",
+    ]
+    assert library_noise(executed(*clean, name="stdout")) == []
 
 
 def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):
