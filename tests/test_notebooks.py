@@ -220,3 +220,23 @@ def test_solutions_run_in_the_smoke_profile(path, build_through):
             exec(compile(code, f"{path.name}, python block {number}", "exec"), namespace)
     finally:
         plt.close("all")
+
+
+# ---- prose that cannot go stale ----
+_HEADER_TIME = re.compile(
+    r"\*\*Time and memory\*\* \(profile `default`\): ((?:about )?[\d.,-]+ (?:s|min|minutes))"
+)
+
+
+def test_the_readme_lists_every_notebook_with_the_time_its_header_gives():
+    readme = (config.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        header = _HEADER_TIME.search(notebooks_markdown(path))
+        assert header, f"{path.name} needs a '**Time and memory** (profile `default`): about N s' header"
+        row = re.search(rf"^\| {path.stem[:2]} \| `{path.stem}` \| [^|]+ \| ([^|]+) \|", readme, re.MULTILINE)
+        assert row, f"README.md has no row for {path.name}"
+        said, measured = row.group(1), header.group(1)
+        assert said == measured, f"README says {said!r} for {path.name}, its header {measured!r}"
+    count = len(NOTEBOOKS)
+    words = {12: "twelve", 13: "thirteen", 14: "fourteen"}
+    assert f"runs notebooks 01-{count:02d}" in readme and f"The {words.get(count, count)} notebooks" in readme
