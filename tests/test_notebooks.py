@@ -1,7 +1,8 @@
 """Every numbered notebook: house rules on the source, a real run in the smoke profile, and its
 worked solutions run on that build.
 
-The solutions: every ```python block of solutions/NN_name.md runs in the smoke profile.
+The solutions: every code block of solutions/NN_name.md is fenced ```python and runs in the
+smoke profile.
 A solutions file says which notebooks it reads ("... notebooks 02-04 in the build folder"),
 so the module first runs the notebooks up to the last of those in the smoke profile into a
 temporary build folder (as the notebook tests do), once, as far as the solutions need them.
@@ -200,6 +201,14 @@ def build_through(smoke_build_root):
 def test_every_block_is_valid_python(path):
     for number, (_, code) in enumerate(code_blocks(path), start=1):
         compile(code, f"{path.name}, block {number}", "exec")
+
+
+def test_every_code_block_is_fenced_to_run():
+    """A block fenced ```py (or unfenced as Python) would be skipped by the run below."""
+    for path in SOLUTIONS:
+        fences = re.findall(r"^```(\S*)$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        openings = fences[0::2]
+        assert all(lang == "python" for lang in openings), f"{path.name}: fence every code block as ```python"
 
 
 RUNNABLE = [p for p in SOLUTIONS if any(lang == "python" for lang, _ in code_blocks(p))]
