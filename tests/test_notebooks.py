@@ -12,7 +12,10 @@ The two live in one module so that ``make test``, which runs modules on two work
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import nbformat
@@ -101,6 +104,19 @@ def test_library_noise_is_found_and_results_are_not():
         "a warning sign: the gap grows",
     ]
     assert library_noise(executed(*clean, name="stdout")) == []
+
+
+def test_tensorflow_imported_through_the_helpers_prints_no_start_up_lines():
+    """TensorFlow's absl lines ("oneDNN custom operations are on", "Could not find cuda
+    drivers") come before any log level applies; importing helpers first silences them."""
+    code = "import helpers, keras, tensorflow as tf; print(float(tf.constant(2.0) * 3))"
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["PYTHONPATH"] = str(config.REPO_ROOT)
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "6.0", result.stderr
+    stderr = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": result.stderr}]}]}
+    assert library_noise(stderr) == []
 
 
 def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):
