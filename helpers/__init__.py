@@ -7,15 +7,21 @@ find cuda drivers") are written to the process's stderr before any log level app
 output. So the first ``import tensorflow`` (from Keras or from a helper) runs with the C
 stderr pointed at /dev/null, and only that import: Python's own errors and warnings are
 raised and shown as always, and everything after the import reaches stderr again.
+
+This works when ``helpers`` is imported before TensorFlow or Keras, as every notebook does.
 """
 
 import importlib.abc
 import importlib.machinery
+import logging
 import os
 import sys
 from contextlib import contextmanager
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ lines, e.g. cuInit failing without a GPU
+# TensorFlow's Python warnings are advice to library authors (e.g. "5 out of the last 7 calls ...
+# triggered tf.function retracing" when Keras predicts batch by batch); errors still show.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 @contextmanager
