@@ -19,9 +19,13 @@ import sys
 from contextlib import contextmanager
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ lines, e.g. cuInit failing without a GPU
-# TensorFlow's Python warnings are advice to library authors (e.g. "5 out of the last 7 calls ...
-# triggered tf.function retracing" when Keras predicts batch by batch); errors still show.
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _tensorflow_errors_only(tensorflow) -> None:
+    """TensorFlow's Python warnings are advice to library authors (e.g. "5 out of the last 7 calls
+    ... triggered tf.function retracing" when Keras predicts batch by batch); errors still show.
+    Its logger is set up on first use, to INFO in Jupyter, so it is set up here and then lowered."""
+    tensorflow.get_logger().setLevel(logging.ERROR)
 
 
 @contextmanager
@@ -58,10 +62,13 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         def exec_module(module):
             with _c_stderr_silenced():
                 run_module_code(module)
+            _tensorflow_errors_only(module)
 
         spec.loader.exec_module = exec_module  # this spec's own loader object only
         return spec
 
 
-if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+if "tensorflow" in sys.modules:  # imported before the helpers: too late for the start-up lines
+    _tensorflow_errors_only(sys.modules["tensorflow"])
+elif not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietTensorFlowImport())

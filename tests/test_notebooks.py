@@ -108,8 +108,13 @@ def test_library_noise_is_found_and_results_are_not():
 
 def test_tensorflow_imported_through_the_helpers_prints_no_start_up_lines():
     """TensorFlow's absl lines ("oneDNN custom operations are on", "Could not find cuda
-    drivers") come before any log level applies; importing helpers first silences them."""
-    code = "import helpers, keras, tensorflow as tf; print(float(tf.constant(2.0) * 3))"
+    drivers") come before any log level applies; importing helpers first silences them, and
+    TensorFlow's Python warnings."""
+    # sys.ps1 as in Jupyter, where TensorFlow's own logger starts at INFO
+    code = (
+        "import sys; sys.ps1 = '>>> '; import helpers, keras, tensorflow as tf; "
+        "tf.get_logger().warning('advice to library authors'); print(float(tf.constant(2.0) * 3))"
+    )
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     environment["PYTHONPATH"] = str(config.REPO_ROOT)
     command = [sys.executable, "-c", code]
