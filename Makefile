@@ -15,7 +15,7 @@ HELPERS := $(wildcard helpers/*.py)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
-.PHONY: setup data all test lab lint strip bench clean distclean help
+.PHONY: setup data all test lab lint strip bench slides clean distclean help
 .DELETE_ON_ERROR:
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make data     download the inputs into data/ (checked by SHA-256)"
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
 	@echo "make bench    speed benchmarks, written to build/bench.md"
+	@echo "make slides   a PDF deck per notebook, offline, into $(BUILD)/slides/ (after make all)"
 	@echo "make clean    remove build/ (distclean: also .venv)"
 
 # A fresh clone needs no separate step: every target below depends on this one.
@@ -72,6 +73,10 @@ strip: $(INSTALLED)
 
 bench: $(INSTALLED) $(DATA_FILES)
 	$(PY) bench/run.py --output build/bench.md
+
+# One PDF per notebook from its own key points and the figures of $(BUILD) (docs/teaching.md).
+slides: $(INSTALLED)
+	$(PY) -m helpers.slides --profile $(PROFILE)
 
 clean:
 	rm -rf build

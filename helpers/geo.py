@@ -270,6 +270,20 @@ def make_geocells(
     return pd.Series(labels, index=located.index, name="cell"), cells_table
 
 
+def split_in_two(lnglat, seed: int = 0) -> np.ndarray:
+    """The splitting rule of :func:`make_geocells` on its own: 2-means, northern half first.
+
+    ``lnglat`` is (n, 2) raw (lng, lat) degrees of one cell's points, as the report clustered.
+    Returns the side of every point, int (n,): 0 for the cluster whose points' mean latitude
+    is the larger (the northern half), 1 for the other. Notebook 02 checks that its loop with
+    this rule makes the cells of :func:`make_geocells` point for point.
+    """
+    lnglat = np.asarray(lnglat, dtype=float)
+    side = KMeans(n_clusters=2, n_init=10, random_state=seed).fit_predict(lnglat)
+    north = int(lnglat[side == 1, 1].mean() > lnglat[side == 0, 1].mean())
+    return (side != north).astype(int)
+
+
 def _half_plane(own, other, reach: float):
     """Polygon of the points closer to ``own`` than to ``other`` (2-D), ``reach`` units wide."""
     own, other = np.asarray(own, dtype=float), np.asarray(other, dtype=float)

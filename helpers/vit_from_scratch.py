@@ -40,6 +40,17 @@ def layer_norm(x, gamma, beta, epsilon: float = 1e-6):
     return (x - mean) / ops.sqrt(variance + epsilon) * gamma + beta
 
 
+def scaled_dot_product_attention(q, k, v):
+    """softmax(Q Kᵀ / √d) V for queries, keys and values (n, H, T+1, d), each head on its own.
+
+    Returns (output (n, H, T+1, d), attention weights (n, H, T+1 queries, T+1 keys), each
+    row summing to 1).
+    """
+    d = q.shape[-1]
+    weights = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / np.sqrt(d), axis=-1)
+    return ops.matmul(weights, v), weights
+
+
 def self_attention(x, w: dict, heads: int):
     """Multi-head self-attention of tokens x (n, T+1, D): softmax(Q Kᵀ / √d) V in each head.
 
@@ -52,8 +63,8 @@ def self_attention(x, w: dict, heads: int):
         return ops.transpose(ops.reshape(t, (n, tokens, heads, d)), (0, 2, 1, 3))
 
     q, k, v = (per_head(ops.matmul(x, w[f"w{name}"]) + w[f"b{name}"]) for name in "qkv")
-    scores = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / np.sqrt(d), axis=-1)
-    mixed = ops.reshape(ops.transpose(ops.matmul(scores, v), (0, 2, 1, 3)), (n, tokens, width))
+    attended, scores = scaled_dot_product_attention(q, k, v)
+    mixed = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (n, tokens, width))
     return ops.matmul(mixed, w["wo"]) + w["bo"], scores  # heads side by side, then projected
 
 

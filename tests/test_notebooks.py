@@ -1,7 +1,8 @@
 """Every numbered notebook: house rules on the source, a real run in the smoke profile, and its
 worked solutions run on that build.
 
-The solutions: every ```python block of solutions/NN_name.md runs in the smoke profile.
+The solutions: every code block of solutions/NN_name.md is fenced ```python and runs in the
+smoke profile.
 A solutions file says which notebooks it reads ("... notebooks 02-04 in the build folder"),
 so the module first runs the notebooks up to the last of those in the smoke profile into a
 temporary build folder (as the notebook tests do), once, as far as the solutions need them.
@@ -11,7 +12,10 @@ The two live in one module so that ``make test``, which runs modules on two work
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import nbformat
@@ -51,12 +55,73 @@ def test_runs_in_the_smoke_profile(path, shared_build):
     executed = json.loads(output.read_text())
     assert any(cell.get("outputs") for cell in executed["cells"] if cell["cell_type"] == "code")
     assert path.read_bytes() == before  # the source is never written
+    assert library_noise(executed) == [], "a student reads these outputs: no warnings or library log lines"
     build = shared_build / "smoke"
     if path.stem == "10_report":
         assert (build / "report.html").stat().st_size > 10_000 and (build / "report.pdf").exists()
     else:
         figures = (build / "figures").glob(f"fig{path.stem[:2]}*.png")
         assert list(figures), "every notebook saves its figures in the build folder"
+
+
+# A warning (Python's "...Warning: ", a library's "WARNING"), an absl or glog line from C++
+# ("I0000 00:00:17... port.cc:153] ..."), tqdm's complaint without ipywidgets.
+_NOISE = re.compile(
+    r"\w+Warning: |^WARNING\b|^\[\w+\] WARNING|^[IWEF]\d{4} [\d:. ]+\d+ \S+:\d+\]|IProgress not found",
+    re.MULTILINE,
+)
+
+
+def library_noise(executed: dict) -> list[str]:
+    """'cell N: line' for every warning or library log line in an executed notebook's outputs."""
+    found = []
+    for number, cell in enumerate(executed["cells"]):
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", "")) if output.get("output_type") == "stream" else ""
+            found += [f"cell {number}: {line}" for line in text.splitlines() if _NOISE.search(line)]
+    return found
+
+
+def test_library_noise_is_found_and_results_are_not():
+    def executed(*texts, name="stderr"):
+        outputs = [nbformat.v4.new_output("stream", name=name, text=t) for t in texts]
+        return {"cells": [nbformat.v4.new_code_cell("x", outputs=outputs)]}
+
+    noisy = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795993385.787154   11084 port.cc:153] oneDNN custom operations are on.",
+        "E0000 00:00:1795993641.515295   15939 cuda_platform.cc:52] failed call to cuInit",
+        "/tmp/ipykernel_1/5.py:3: Pandas4Warning: The 'lsuffix' and 'rsuffix' keywords are deprecated",
+        "tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.",
+    ]
+    for line in noisy:
+        assert library_noise(executed(line)) == [f"cell 0: {line}"], line
+    assert library_noise(executed("x\n" + noisy[3], name="stdout")) == [f"cell 0: {noisy[3]}"]
+    clean = [
+        "516 images, 129 cells, 32 px",
+        "Epoch 1/5 - 3s - loss: 4.8 - accuracy: 0.01",
+        "✗ Your turn, haversine: on 50 random pairs in Denmark, the distance differs by up to 342.",
+        "a warning sign: the gap grows",
+    ]
+    assert library_noise(executed(*clean, name="stdout")) == []
+
+
+def test_tensorflow_imported_through_the_helpers_prints_no_start_up_lines():
+    """TensorFlow's absl lines ("oneDNN custom operations are on", "Could not find cuda
+    drivers") come before any log level applies; importing helpers first silences them, and
+    TensorFlow's Python warnings."""
+    # sys.ps1 as in Jupyter, where TensorFlow's own logger starts at INFO
+    code = (
+        "import sys; sys.ps1 = '>>> '; import helpers, keras, tensorflow as tf; "
+        "tf.get_logger().warning('advice to library authors'); print(float(tf.constant(2.0) * 3))"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["PYTHONPATH"] = str(config.REPO_ROOT)
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "6.0", result.stderr
+    stderr = {"cells": [{"outputs": [{"output_type": "stream", "name": "stderr", "text": result.stderr}]}]}
+    assert library_noise(stderr) == []
 
 
 def test_a_failing_notebook_names_the_cell_and_keeps_a_copy(tmp_path, isolated_build):
@@ -159,6 +224,14 @@ def test_every_block_is_valid_python(path):
         compile(code, f"{path.name}, block {number}", "exec")
 
 
+def test_every_code_block_is_fenced_to_run():
+    """A block fenced ```py (or unfenced as Python) would be skipped by the run below."""
+    for path in SOLUTIONS:
+        fences = re.findall(r"^```(\S*)$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        openings = fences[0::2]
+        assert all(lang == "python" for lang in openings), f"{path.name}: fence every code block as ```python"
+
+
 RUNNABLE = [p for p in SOLUTIONS if any(lang == "python" for lang, _ in code_blocks(p))]
 
 
@@ -177,3 +250,23 @@ def test_solutions_run_in_the_smoke_profile(path, build_through):
             exec(compile(code, f"{path.name}, python block {number}", "exec"), namespace)
     finally:
         plt.close("all")
+
+
+# ---- prose that cannot go stale ----
+_HEADER_TIME = re.compile(
+    r"\*\*Time and memory\*\* \(profile `default`\): ((?:about )?[\d.,-]+ (?:s|min|minutes))"
+)
+
+
+def test_the_readme_lists_every_notebook_with_the_time_its_header_gives():
+    readme = (config.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        header = _HEADER_TIME.search(notebooks_markdown(path))
+        assert header, f"{path.name} needs a '**Time and memory** (profile `default`): about N s' header"
+        row = re.search(rf"^\| {path.stem[:2]} \| `{path.stem}` \| [^|]+ \| ([^|]+) \|", readme, re.MULTILINE)
+        assert row, f"README.md has no row for {path.name}"
+        said, measured = row.group(1), header.group(1)
+        assert said == measured, f"README says {said!r} for {path.name}, its header {measured!r}"
+    count = len(NOTEBOOKS)
+    words = {12: "twelve", 13: "thirteen", 14: "fourteen"}
+    assert f"runs notebooks 01-{count:02d}" in readme and f"The {words.get(count, count)} notebooks" in readme
