@@ -15,7 +15,7 @@ HELPERS := $(wildcard helpers/*.py)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
-.PHONY: setup data all test lab lint strip bench clean distclean help
+.PHONY: setup data all test lab lint strip bench pretrained clean distclean help
 .DELETE_ON_ERROR:
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make data     download the inputs into data/ (checked by SHA-256)"
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
 	@echo "make bench    speed benchmarks, written to build/bench.md"
+	@echo "make pretrained  pretrain the workbook's small ViT again into pretrained/ (committed; make all never does)"
 	@echo "make clean    remove build/ (distclean: also .venv)"
 
 # A fresh clone needs no separate step: every target below depends on this one.
@@ -72,6 +73,12 @@ strip: $(INSTALLED)
 
 bench: $(INSTALLED) $(DATA_FILES)
 	$(PY) bench/run.py --output build/bench.md
+
+# The small ViT that default and rehearsal fine-tune: masked-patch reconstruction on synthetic
+# scenes (helpers/pretrain.py, about 10 min on 2 cores). Its result is committed in pretrained/,
+# so nothing depends on this target: run it only to change or check the recipe.
+pretrained: $(INSTALLED) $(DATA_FILES)
+	$(PY) -m helpers.pretrain
 
 clean:
 	rm -rf build
