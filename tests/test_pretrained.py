@@ -115,18 +115,16 @@ def test_input_scaling_matches_the_image_processor(checkpoint):
     assert layer.scale == pytest.approx(2 / 255) and layer.offset == pytest.approx(-1.0)
 
 
-def test_the_rehearsal_writes_its_checkpoint_once_and_loads_it(isolated_build):
-    profile = config.get_profile("rehearsal")
+def test_a_standin_preset_writes_its_checkpoint_once_and_loads_it(isolated_build):
+    profile = config.get_profile("smoke", pretrained="standin:tiny-vit")
     path = model.resolve_preset(profile)
-    assert path == str(isolated_build / "rehearsal" / "checkpoints" / "tiny-vit")
-    written = (
-        (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
-    )
+    assert path == str(isolated_build / "smoke" / "checkpoints" / "tiny-vit")
+    written = (isolated_build / "smoke" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
     classifier = model.build_classifier(129, profile)
     assert classifier.output_shape == (None, 129)
     assert model.resolve_preset(profile) == path
     assert (
-        isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors"
+        isolated_build / "smoke" / "checkpoints" / "tiny-vit" / "model.safetensors"
     ).stat().st_mtime_ns == written
     tensors = load_file(path + "/model.safetensors")
     weights = {w.path: np.asarray(w) for w in classifier.weights}
