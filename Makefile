@@ -15,7 +15,7 @@ HELPERS := $(wildcard helpers/*.py)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
-.PHONY: setup data all test lab lint strip bench slides clean distclean help
+.PHONY: setup data all test lab lint strip bench slides pretrained clean distclean help
 .DELETE_ON_ERROR:
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
 	@echo "make bench    speed benchmarks, written to build/bench.md"
 	@echo "make slides   a PDF deck per notebook, offline, into $(BUILD)/slides/ (after make all)"
+	@echo "make pretrained  pretrain the workbook's small ViT again into pretrained/ (committed; make all never does)"
 	@echo "make clean    remove build/ (distclean: also .venv)"
 
 # A fresh clone needs no separate step: every target below depends on this one.
@@ -77,6 +78,12 @@ bench: $(INSTALLED) $(DATA_FILES)
 # One PDF per notebook from its own key points and the figures of $(BUILD) (docs/teaching.md).
 slides: $(INSTALLED)
 	$(PY) -m helpers.slides --profile $(PROFILE)
+
+# The small ViT that default and rehearsal fine-tune: masked-patch reconstruction on synthetic
+# scenes (helpers/pretrain.py, about 10 min on 2 cores). Its result is committed in pretrained/,
+# so nothing depends on this target: run it only to change or check the recipe.
+pretrained: $(INSTALLED) $(DATA_FILES)
+	$(PY) -m helpers.pretrain
 
 clean:
 	rm -rf build

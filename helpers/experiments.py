@@ -190,7 +190,8 @@ def run_experiment(
         "seed": profile["seed"],
         "overrides": profile["overrides"],
         "image_source": profile["image_source"],
-        "pretrained": model.resolve_preset(profile),
+        "pretrained": model.checkpoint_name(profile),  # the checkpoint this run started from
+        "pretrained_sha256": model.checkpoint_sha256(profile),
         "train_images": len(train_rows),
         "skipped_images": skipped,
         "seconds": seconds,

@@ -3,8 +3,10 @@
 Model: a keras-hub ``ViTBackbone`` whose class token feeds a softmax over the cells. In the
 ``full`` profile the backbone is the report's checkpoint, ``google/vit-base-patch16-224``,
 converted from its Hugging Face files by keras-hub (``hf://`` presets, or a local folder
-holding ``config.json`` and ``model.safetensors``); in ``smoke`` and ``default`` it is a
-small ViT trained from scratch. Inputs are RGB images with values 0-255; the model scales
+holding ``config.json`` and ``model.safetensors``); in ``default`` and ``rehearsal`` it is
+the small ViT the workbook pretrained itself (``workbook:`` presets, ``pretrained/``,
+:mod:`helpers.pretrain`), loaded the same way; in ``smoke`` a tiny ViT from scratch.
+Inputs are RGB images with values 0-255; the model scales
 them to [-1, 1] itself, as the checkpoint expects.
 
 Each training run lives in ``build/<profile>/runs/<name>/``: ``history.csv`` (one row per
@@ -15,6 +17,7 @@ epoch), ``best.keras`` and ``last.keras``, ``backup/`` (to resume an interrupted
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,21 +28,37 @@ from keras import ops
 
 from helpers import config, device, losses, safe_paths
 
+# The folder of the workbook's own pretrained checkpoints (helpers.pretrain, `make pretrained`)
+PRETRAINED_DIR = config.REPO_ROOT / "pretrained"
+_CHECKPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
 
 def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
     """The checkpoint to load for ``profile``: an ``hf://`` preset, a local folder, or None.
 
-    ``"standin:<name>"`` (the rehearsal profile) names a tiny checkpoint in the Hugging Face
-    layout that the workbook writes itself into ``build/<profile>/checkpoints/<name>`` the
-    first time, so the offline rehearsal loads weights through the same keras-hub converter
-    as ``hf://google/vit-base-patch16-224``. ``<name>`` must be a plain name (letters, digits,
-    ".", "_", "-"; see ``helpers.safe_paths.plain_name``), so that writing it replaces
-    nothing but that one checkpoint folder.
+    Two forms name the workbook's own checkpoints, both in the Hugging Face layout and loaded
+    through the same keras-hub converter as ``hf://google/vit-base-patch16-224``:
+
+    ``"workbook:<name>"`` (the default and rehearsal profiles)
+        the pretrained ViT committed in ``pretrained/<name>/`` (``helpers.pretrain``,
+        ``make pretrained``). ``<name>`` must be a plain folder name (lower-case letters,
+        digits, ``-``, ``_``) of a checkpoint that is there.
+    ``"standin:<name>"``
+        a tiny checkpoint with random weights that the workbook writes into
+        ``build/<profile>/checkpoints/<name>`` the first time, to rehearse the loading path.
+        ``<name>`` must be a plain name (letters, digits, ".", "_", "-"; see
+        ``helpers.safe_paths.plain_name``), so that writing it replaces nothing but that one
+        checkpoint folder.
     """
     preset = preset or profile["pretrained"]
-    if not preset or not str(preset).startswith("standin:"):
+    if not preset:
         return preset
-    name = safe_paths.plain_name(str(preset).split(":", 1)[1], f"The checkpoint name of {preset!r}")
+    preset = str(preset)
+    if preset.startswith("workbook:"):
+        return str(workbook_checkpoint(preset.split(":", 1)[1]))
+    if not preset.startswith("standin:"):
+        return preset
+    name = safe_paths.plain_name(preset.split(":", 1)[1], f"The checkpoint name of {preset!r}")
     checkpoints = config.output_dir(profile, "checkpoints")
     safe_paths.inside(checkpoints, name, "checkpoint folder")  # a link out of the folder, say
     folder = checkpoints / name
@@ -57,6 +76,114 @@ def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
     return str(folder)
 
 
+def checkpoint_name(profile: dict) -> str | None:
+    """The checkpoint a run of ``profile`` starts from, as the profile names it (None: from scratch).
+
+    ``"workbook:street-mae-vit"`` or ``"hf://google/vit-base-patch16-224"``: a name that means
+    the same on every machine, unlike the folder :func:`resolve_preset` finds.
+    """
+    return str(profile["pretrained"]) if profile.get("pretrained") else None
+
+
+def checkpoint_sha256(profile: dict) -> str | None:
+    """SHA-256 of the ``model.safetensors`` a run of ``profile`` loads, when it is a local file."""
+    import hashlib
+
+    preset = resolve_preset(profile)
+    path = Path(str(preset)) / "model.safetensors" if preset else None
+    if path is None or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def workbook_checkpoint(name: str) -> Path:
+    """The folder of the committed checkpoint ``pretrained/<name>``, checked before use.
+
+    ``name`` must be a plain folder name (no path, no ``..``), and the folder must hold
+    ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``.
+    """
+    available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / "config.json").exists())
+    if not _CHECKPOINT_NAME.match(name):
+        raise ValueError(
+            f"'workbook:{name}' does not name a checkpoint: after 'workbook:' give a folder name in "
+            f"{PRETRAINED_DIR} (lower-case letters, digits, '-' and '_'), one of: "
+            f"{', '.join(available) or 'none'}."
+        )
+    folder = PRETRAINED_DIR / name
+    missing = [f for f in HF_FILES if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"No complete checkpoint 'workbook:{name}': {folder} lacks {', '.join(missing)}. "
+            f"Checkpoints here: {', '.join(available) or 'none'}. Restore the folder from git "
+            "(git checkout -- pretrained/) or write it again with `make pretrained`."
+        )
+    return folder
+
+
+HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def hf_vit_config(
+    *,
+    image_size: int,
+    patch: int,
+    hidden: int,
+    heads: int,
+    layers: int,
+    mlp: int,
+    layer_norm_eps: float = 1e-12,
+) -> dict:
+    """The ``config.json`` of a Hugging Face ``ViTModel`` (``model_type`` "vit") of this shape."""
+    return {
+        "model_type": "vit",
+        "architectures": ["ViTModel"],
+        "image_size": image_size,
+        "patch_size": patch,
+        "num_channels": 3,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": mlp,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "qkv_bias": True,
+        "layer_norm_eps": layer_norm_eps,
+        "hidden_act": "gelu",
+    }
+
+
+def write_hf_folder(
+    folder: Path, tensors: dict, hf_config: dict, image_size: int, extra_files: dict | None = None
+) -> None:
+    """Write ``tensors`` and ``hf_config`` as a Hugging Face model folder, atomically.
+
+    ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` (rescale by
+    1/255, then mean 0.5 and std 0.5 per channel, as for google/vit-base-patch16-224), plus
+    ``extra_files`` (file name -> text). Readers see the whole folder or none of it.
+    """
+    from safetensors.numpy import save_file
+
+    processor = {
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "size": {"height": image_size, "width": image_size},
+    }
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    (staging / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    save_file(tensors, str(staging / "model.safetensors"))
+    for name, text in (extra_files or {}).items():
+        (staging / name).write_text(text + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
 def write_hf_vit_checkpoint(
     folder: Path,
     *,
@@ -68,17 +195,15 @@ def write_hf_vit_checkpoint(
     mlp: int,
     seed: int = 0,
 ) -> dict:
-    """Write a ViT checkpoint in the Hugging Face layout and return its tensors by name.
+    """Write a ViT checkpoint with random weights in the Hugging Face layout; return its tensors.
 
-    The files are those of a Hub model folder: ``config.json`` (``model_type`` "vit"),
-    ``model.safetensors`` (``vit.*`` tensors, PyTorch layouts: linear weights are
-    (out, in), the patch projection (hidden, 3, patch, patch)) and
-    ``preprocessor_config.json`` (rescale by 1/255, then mean 0.5 and std 0.5 per channel,
-    as for google/vit-base-patch16-224). The weights are random (seeded): the checkpoint
-    rehearses the loading path, not the benefit of pretraining. Written atomically.
+    The files are those of a Hub model folder (:func:`write_hf_folder`): ``config.json``
+    (``model_type`` "vit"), ``model.safetensors`` (``vit.*`` tensors, PyTorch layouts: linear
+    weights are (out, in), the patch projection (hidden, 3, patch, patch)) and
+    ``preprocessor_config.json``. The weights are random (seeded): the checkpoint rehearses
+    the loading path, not the benefit of pretraining (``helpers.pretrain`` makes a
+    pretrained one).
     """
-    from safetensors.numpy import save_file
-
     rng = np.random.default_rng(seed)
     n_tokens = (image_size // patch) ** 2 + 1
 
@@ -107,39 +232,10 @@ def write_hf_vit_checkpoint(
         for norm in ("layernorm_before", "layernorm_after"):
             tensors[f"{prefix}.{norm}.weight"] = 1 + weight(hidden)
             tensors[f"{prefix}.{norm}.bias"] = weight(hidden)
-    hf_config = {
-        "model_type": "vit",
-        "architectures": ["ViTModel"],
-        "image_size": image_size,
-        "patch_size": patch,
-        "num_channels": 3,
-        "hidden_size": hidden,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "intermediate_size": mlp,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "qkv_bias": True,
-        "layer_norm_eps": 1e-12,
-        "hidden_act": "gelu",
-    }
-    processor = {
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "size": {"height": image_size, "width": image_size},
-    }
-    folder = Path(folder)
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "config.json").write_text(json.dumps(hf_config, indent=2))
-    (staging / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
-    save_file(tensors, str(staging / "model.safetensors"))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)  # readers see the whole checkpoint or none of it
+    hf_config = hf_vit_config(
+        image_size=image_size, patch=patch, hidden=hidden, heads=heads, layers=layers, mlp=mlp
+    )
+    write_hf_folder(folder, tensors, hf_config, image_size)
     return tensors
 
 

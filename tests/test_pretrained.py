@@ -115,23 +115,85 @@ def test_input_scaling_matches_the_image_processor(checkpoint):
     assert layer.scale == pytest.approx(2 / 255) and layer.offset == pytest.approx(-1.0)
 
 
-def test_the_rehearsal_writes_its_checkpoint_once_and_loads_it(isolated_build):
-    profile = config.get_profile("rehearsal")
+def test_a_standin_preset_writes_its_checkpoint_once_and_loads_it(isolated_build):
+    profile = config.get_profile("smoke", pretrained="standin:tiny-vit")
     path = model.resolve_preset(profile)
-    assert path == str(isolated_build / "rehearsal" / "checkpoints" / "tiny-vit")
-    written = (
-        (isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
-    )
+    assert path == str(isolated_build / "smoke" / "checkpoints" / "tiny-vit")
+    written = (isolated_build / "smoke" / "checkpoints" / "tiny-vit" / "model.safetensors").stat().st_mtime_ns
     classifier = model.build_classifier(129, profile)
     assert classifier.output_shape == (None, 129)
     assert model.resolve_preset(profile) == path
     assert (
-        isolated_build / "rehearsal" / "checkpoints" / "tiny-vit" / "model.safetensors"
+        isolated_build / "smoke" / "checkpoints" / "tiny-vit" / "model.safetensors"
     ).stat().st_mtime_ns == written
     tensors = load_file(path + "/model.safetensors")
     weights = {w.path: np.asarray(w) for w in classifier.weights}
     class_token = next(v for k, v in weights.items() if k.endswith("class_token"))
     assert np.allclose(class_token.reshape(-1), tensors["vit.embeddings.cls_token"].reshape(-1))
-    # hf:// and other presets pass through unchanged
+    # hf:// and other presets pass through unchanged; smoke trains from scratch
     assert model.resolve_preset(config.get_profile("full")) == "hf://google/vit-base-patch16-224"
-    assert model.resolve_preset(config.get_profile("default")) is None
+    assert model.resolve_preset(config.get_profile("smoke")) is None
+
+
+# --- the workbook's committed pretrained checkpoint (helpers.pretrain, `make pretrained`) ---------
+
+COMMITTED = model.PRETRAINED_DIR / "street-mae-vit"
+
+
+def test_default_and_rehearsal_fine_tune_the_committed_checkpoint():
+    for name in ("default", "rehearsal"):
+        profile = config.get_profile(name)
+        assert profile["pretrained"] == "workbook:street-mae-vit"
+        assert model.resolve_preset(profile) == str(COMMITTED)
+        assert model.checkpoint_name(profile) == "workbook:street-mae-vit"
+        # the profile's own architecture settings are the checkpoint's: a from-scratch run of the
+        # profile (pretrained=None, notebook 05) is the same network
+        hf = json.loads((COMMITTED / "config.json").read_text())
+        assert (hf["image_size"], hf["patch_size"]) == (profile["image_size"], profile["patch_size"])
+        assert (hf["num_hidden_layers"], hf["hidden_size"]) == (profile["vit_layers"], profile["vit_width"])
+        assert (hf["num_attention_heads"], hf["intermediate_size"]) == (
+            profile["vit_heads"],
+            profile["vit_mlp_width"],
+        )
+    assert model.checkpoint_name(config.get_profile("smoke")) is None
+
+
+def test_the_committed_checkpoint_loads_through_keras_hub_and_computes_what_it_says():
+    assert sorted(p.name for p in COMMITTED.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "pretraining.json",
+    ]
+    assert (COMMITTED / "model.safetensors").stat().st_size < 5e6  # a few MB at most
+    tensors = load_file(str(COMMITTED / "model.safetensors"))
+    hf = json.loads((COMMITTED / "config.json").read_text())
+    processor = json.loads((COMMITTED / "preprocessor_config.json").read_text())
+    profile = config.get_profile("default")
+    classifier = model.build_classifier(129, profile)  # through keras_hub ViTBackbone.from_preset
+    size = hf["image_size"]
+    image = np.random.default_rng(5).integers(0, 256, (size, size, 3)).astype("uint8")
+    ours = attention.backbone_tokens(classifier, image[None].astype("float32"))[0, 0]
+    expected = numpy_vit_class_token(tensors, hf, processor, image)
+    assert np.allclose(ours, expected, atol=1e-4), np.abs(ours - expected).max()
+    # pretrained, not random: its reconstruction error fell well below its first epoch's
+    record = json.loads((COMMITTED / "pretraining.json").read_text())
+    assert record["loss_per_epoch"][-1] < 0.8 * record["loss_per_epoch"][0]
+    assert record["recipe"]["image_size"] == size and record["recipe"]["vit_width"] == hf["hidden_size"]
+
+
+@pytest.mark.parametrize(
+    "name", ["../pretrained/street-mae-vit", "street-mae-vit/", "/etc", "", "Street", "a b"]
+)
+def test_a_workbook_preset_must_be_a_plain_name_in_the_folder(name, isolated_build):
+    profile = config.get_profile("default", pretrained=f"workbook:{name}")
+    with pytest.raises(ValueError, match="street-mae-vit"):  # the message lists what is there
+        model.resolve_preset(profile)
+    assert not isolated_build.exists()  # nothing was written
+
+
+def test_a_missing_workbook_checkpoint_says_how_to_get_it_back(isolated_build):
+    profile = config.get_profile("default", pretrained="workbook:not-there")
+    with pytest.raises(FileNotFoundError, match="make pretrained"):
+        model.build_classifier(129, profile)
+    assert not isolated_build.exists()
