@@ -12,6 +12,8 @@ BUILD := build/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%,$(BUILD)/notebooks/%,$(NOTEBOOKS))
 HELPERS := $(wildcard helpers/*.py)
+# the committed checkpoint that default and rehearsal fine-tune (make pretrained rewrites it)
+PRETRAINED := $(wildcard pretrained/*/*)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
@@ -51,7 +53,7 @@ $(BUILD)/report.html: $(EXECUTED) $(HELPERS)
 	@$(PY) -m helpers.report --profile $(PROFILE)
 
 # Each notebook reruns when it, the helpers or the notebook before it changed.
-$(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(INSTALLED) | $(DATA_FILES)
+$(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(PRETRAINED) $(INSTALLED) | $(DATA_FILES)
 	@$(PY) -m helpers.notebooks run $< --profile $(PROFILE)
 $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
   $(eval $(word $(i),$(EXECUTED)): $(word $(shell expr $(i) - 1),$(EXECUTED))))

@@ -252,6 +252,10 @@ def best_run(profile: str | dict) -> str:
     """
     results = metrics.load_results(profile)
     candidates = results[(results["split"] == "val") & (results["data"] == data_label(profile))]
+    # only runs that kept a checkpoint: notebook 12's "future: <method>" rows are scored like
+    # runs but save no best.keras, and the best run is loaded by name
+    kept = candidates["experiment"].map(lambda name: (model.run_dir(profile, name) / "best.keras").exists())
+    candidates = candidates[kept.astype(bool)]
     if candidates.empty:
         raise LookupError(
             f"No training runs in the results table of {config.profile_name(profile)!r}; "

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, experiments
+from helpers import config, experiments, metrics
 
 
 def record(profile, run, correct, train_correct=None):
@@ -121,3 +121,17 @@ def test_facts_merge_and_stay_strict_json(isolated_build):
     facts = metrics.record_facts("smoke", share=0.5)
     assert facts == {"share": 0.5, "rho": None, "cells": 129}
     assert "NaN" not in metrics.facts_path("smoke").read_text()
+
+
+def test_best_run_is_a_run_that_kept_a_checkpoint(isolated_build):
+    # notebook 12 scores its methods like runs ("future: <method>") but keeps no best.keras; the
+    # best run is loaded by name, so a better-scoring row without a checkpoint must not win
+    data = experiments.data_label("smoke")
+    for name, top1 in (("baseline", 0.20), ("final_seed0", 0.30), ("future: CNN", 0.50)):
+        metrics.record_result("smoke", name, data, "val", top1=top1, mean_km=50.0)
+    for name in ("baseline", "final_seed0"):
+        (config.output_dir("smoke", "runs") / name / "best.keras").parent.mkdir(parents=True)
+        (config.output_dir("smoke", "runs") / name / "best.keras").write_bytes(b"kept")
+    assert experiments.best_run("smoke") == "final_seed0"
+    (config.output_dir("smoke", "runs") / "final_seed0" / "best.keras").unlink()
+    assert experiments.best_run("smoke") == "baseline"
