@@ -448,14 +448,16 @@ def compare_runs(
 
 
 def effect_verdict(
-    difference: float, standard_error: float, expected: float, degrees_of_freedom: float = math.inf
+    difference: float, standard_error: float, expected: float, degrees_of_freedom: float
 ) -> str:
     """Does a measured effect reproduce one the report claims? The rule of :mod:`helpers.statistics`.
 
     "reproduced" when ``difference`` has the sign of the claimed effect ``expected`` and its
-    two-sided 95 % Student-t interval (``degrees_of_freedom``; infinite: the normal 1.96)
-    leaves out 0; "not reproduced" when it leaves out 0 on the other side; "within noise"
-    otherwise (neither confirmed nor contradicted); "not testable" without an error.
+    two-sided 95 % Student-t interval leaves out 0; "not reproduced" when it leaves out 0 on
+    the other side; "within noise" otherwise (neither confirmed nor contradicted); "not
+    testable" without an error. ``degrees_of_freedom`` has no default: with two or three
+    seeds it is small, and a normal quantile (1.96) would be far too lenient; take them from
+    :func:`compare_experiments` (Welch-Satterthwaite).
     """
     if not np.isfinite(difference) or not np.isfinite(standard_error):
         return "not testable"

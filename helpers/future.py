@@ -24,13 +24,14 @@ Coordinates are (lat, lng) in degrees; distances in km.
 
 from __future__ import annotations
 
+import re
 import time
 
 import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, experiments, geo, images, losses, metrics, model, synthetic
+from helpers import config, experiments, geo, images, losses, metrics, model, report, statistics, synthetic
 
 # ResNet-50 (timm's "ResNet strikes back" A1 recipe, ImageNet-1k) on the Hugging Face Hub:
 # keras-hub converts it on loading, through the same hf:// path as the ViT's checkpoint
@@ -61,6 +62,24 @@ METHODS = {
 def comparison_profile(name: str | dict) -> dict:
     """The profile notebook 12 trains with: ``name`` with the :data:`BUDGET` trade, if any."""
     return config.get_profile(name, **BUDGET.get(config.profile_name(name), {}))
+
+
+def method_key(method: str) -> str:
+    """The fact key of a method: its :data:`METHODS` key, else its name with every run of
+    characters other than letters, digits and ``_`` replaced by ``_`` (safe as a folder name)."""
+    key = METHODS.get(method) or re.sub(r"\W+", "_", method).strip("_")
+    if not key:
+        raise ValueError(f"A method needs a name with letters or digits, got {method!r}.")
+    return key
+
+
+def predictions_run(method: str) -> str:
+    """The run that holds ``method``'s per-image validation scores: ``future_<method key>``.
+
+    For the flat ViT and the CNN it is their training run's folder; the methods that re-read
+    a run's probabilities (the hierarchies) or use one head of it get a folder of their own.
+    """
+    return f"future_{method_key(method)}"
 
 
 # --- the hierarchy --------------------------------------------------------------------------
@@ -404,7 +423,9 @@ def train_network(
 
     Returns name, folder, history, seconds, parameters, epochs, and the kept checkpoint's
     validation outputs (``val``: a dict of arrays by output name, or the cell
-    probabilities) with the validation rows (``rows``).
+    probabilities) with the validation rows (``rows``). The cell head's per-image scores go
+    to the run's ``predictions_val.csv`` (``experiments.write_predictions``), so runs of
+    this function can be compared with ``experiments.compare_runs``.
     """
     profile = config.get_profile(profile)
     epochs = epochs or profile["epochs"]
@@ -450,6 +471,11 @@ def train_network(
     seconds = time.perf_counter() - start
     kept = model.load_model(folder, "best")
     outputs = predict_outputs(kept, val_data)
+    # per-image records, as experiments.run_experiment keeps them: the paired noise rule reads them
+    cells, _ = experiments.cells_and_distances(profile)
+    cell_probabilities = outputs["cells"] if isinstance(outputs, dict) else outputs
+    scores = experiments.image_scores(cell_probabilities, val_rows, cells)
+    experiments.write_predictions(folder, "val", scores)
     return {
         "name": name,
         "folder": folder,
@@ -538,12 +564,15 @@ def record(
     """Score one method's validation ``probabilities`` (:func:`evaluate`) and record them.
 
     Writes the row "future: <method>" (split "val", like the flat runs of notebooks 05-07)
-    in the results table and the method's row in ``tables/future.csv``, which adds
+    in the results table, the method's row in ``tables/future.csv``, which adds
     municipality and region accuracy, the run's parameters, epochs, image size and
-    training seconds. ``run`` is the :func:`train_network` record the probabilities came
+    training seconds, and the method's per-image scores (``experiments.image_scores``) in
+    ``runs/<predictions_run(method)>/predictions_val.csv`` for the paired noise rule of
+    :func:`comparison`. ``run`` is the :func:`train_network` record the probabilities came
     from. Returns the main numbers of the row, rounded, for display.
     """
     profile = config.get_profile(profile)
+    folder = model.run_dir(profile, predictions_run(method))  # checks the name before writing anything
     scores = evaluate(probabilities, run["rows"], cells, tree)
     if profile["overrides"]:
         changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
@@ -567,6 +596,7 @@ def record(
         "seconds": round(run["seconds"], 1),
         "notes": notes,
     }
+    experiments.write_predictions(folder, "val", experiments.image_scores(probabilities, run["rows"], cells))
     path = config.output_dir(profile, "tables") / "future.csv"
     table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(row))
     table = pd.concat([table[table["method"] != method], pd.DataFrame([row])], ignore_index=True)
@@ -616,34 +646,43 @@ def auxiliary_errors(outputs: dict, labels: pd.DataFrame, scaling: dict, tree: p
 
 
 def seed_noise(profile: str | dict) -> dict | None:
-    """The spread over seeds of notebook 06's baseline (runs "baseline", "baseline_seed1", "_seed2").
+    """The seed noise of one run, borrowed from notebook 06's base model over seeds.
 
-    Returns the standard deviation over seeds of top-1 and of mean km, and the image size
-    they were trained at; None before notebook 06 has run. One seed per method here, so a
-    difference between two runs has a standard error of about ``sqrt(2)`` times this.
+    Every method of notebook 12 ran once, with the recipe of the base model (notebook 05's
+    "baseline", repeated over seeds in notebook 06), so its seed noise is taken to be that
+    of one base-model run (``statistics.borrowed_seed_variance`` of the per-seed validation
+    top-1). Returns ``borrowed`` (variance of one run's top-1, degrees of freedom),
+    ``top1_std`` (its square root), ``seeds`` and the ``image_size`` they were trained at;
+    None before notebook 06 has run two seeds.
     """
     results = metrics.load_results(profile)
-    runs = results[
-        results["experiment"].isin(["baseline", "baseline_seed1", "baseline_seed2"])
-        & (results["split"] == "val")
-        & (results["data"] == experiments.data_label(profile))
-    ]
-    if len(runs) < 2:
+    scores = report.seed_scores(results, experiments.data_label(profile))
+    top1 = scores.loc[scores["run"] == "baseline", "top1"]
+    variance, degrees_of_freedom = statistics.borrowed_seed_variance(top1)
+    if not np.isfinite(variance):
         return None
     return {
-        "top1_std": float(runs["top1"].std()),
-        "mean_km_std": float(runs["mean_km"].std()),
-        "seeds": len(runs),
+        "borrowed": (variance, degrees_of_freedom),
+        "top1_std": float(np.sqrt(variance)),
+        "seeds": len(top1),
         "image_size": config.get_profile(config.profile_name(profile))["image_size"],
     }
 
 
-def comparison(table: pd.DataFrame, noise: dict | None, reference: str = "flat ViT") -> pd.DataFrame:
+def comparison(
+    profile: str | dict, table: pd.DataFrame, noise: dict | None, reference: str = "flat ViT"
+) -> pd.DataFrame:
     """Each method of ``tables/future.csv`` beside the flat classifier, with the differences.
 
-    ``noise`` (:func:`seed_noise`) turns a top-1 difference into a verdict with the
-    workbook's rule (``experiments.effect_verdict``: beyond twice the standard error of a
-    difference of two single-seed runs, ``sqrt(2)`` times the seed spread).
+    With ``noise`` (:func:`seed_noise`), each method's top-1 difference from ``reference``
+    gets the workbook's one rule, ``experiments.compare_experiments`` (:mod:`helpers.statistics`):
+    paired image by image on the same validation images (each method's per-image scores,
+    written by :func:`record`), each side's seed noise borrowed from ``noise`` since every
+    method ran once, a 95 % Student-t interval with Welch-Satterthwaite degrees of freedom.
+    Columns ``top1_low`` and ``top1_high`` hold the interval of the difference,
+    ``verdict_top1`` "better" or "worse" when it leaves out zero, "within noise" when it
+    holds zero. A method that re-reads the reference's probabilities (the summed hierarchy)
+    shares its training run, so counting the seed noise of two runs errs towards "within noise".
     """
     shown = table.set_index("method")
     if reference not in shown.index:
@@ -654,14 +693,20 @@ def comparison(table: pd.DataFrame, noise: dict | None, reference: str = "flat V
     out.insert(4, "mean_km_vs_flat", shown["mean_km"] - base["mean_km"])
     out["parameters"] = shown["parameters"]
     if noise is not None:
-        error = np.sqrt(2) * noise["top1_std"]
-        words = {"reproduced": "better", "not reproduced": "worse"}  # a gain in top-1 is the claim tested
-        out["verdict_top1"] = [
-            "reference"
-            if method == reference
-            else words.get(verdict := experiments.effect_verdict(difference, error, 1.0), verdict)
-            for method, difference in out["top1_vs_flat"].items()
-        ]
+        words = {"reproduced": "better", "not reproduced": "worse"}  # a gain in top-1 is the effect tested
+        judged = {reference: (np.nan, np.nan, "reference")}
+        for method in out.index.drop(reference):
+            result = experiments.compare_experiments(
+                profile,
+                [predictions_run(method)],
+                [predictions_run(reference)],
+                "top1",
+                borrowed=noise["borrowed"],
+            )
+            verdict = statistics.effect_verdict(result, 1.0)
+            judged[method] = (result["low"], result["high"], words.get(verdict, verdict))
+        columns = ["top1_low", "top1_high", "verdict_top1"]
+        out = out.join(pd.DataFrame.from_dict(judged, orient="index", columns=columns))
     return out
 
 
@@ -670,8 +715,8 @@ def record_facts(profile: str | dict, table: pd.DataFrame, extra: dict) -> dict:
     method of :data:`METHODS` present in ``table``, plus ``extra`` (prefixed too)."""
     facts = {}
     for _, row in table.iterrows():
-        slug = METHODS.get(row["method"], row["method"].replace(" ", "_"))
+        key = method_key(row["method"])
         for column in ("top1", "mean_km", "region_accuracy"):
-            facts[f"future_{slug}_{column}"] = float(row[column])
+            facts[f"future_{key}_{column}"] = float(row[column])
     facts.update({f"future_{key}": value for key, value in extra.items()})
     return metrics.record_facts(profile, **facts)

@@ -1227,8 +1227,9 @@ def _results_section(build: dict, card: pd.DataFrame) -> list[tuple]:
         _h(1, "3 Results"),
         _h(2, "3.1 The scorecard"),
         _t(
-            card[["claim", "report", "this build", "data", "verdict", "why"]],
-            "Table 1. Each claim of the original report: its number there, this build's number, the verdict.",
+            card[["claim", "report", "compares", "this build", "data", "verdict", "why"]],
+            "Table 1. Each claim of the original report: its number there, the two quantities its rule "
+            "compares, this build's numbers, the verdict.",
         ),
         _p("The rules, claim by claim:"),
         ("bullets", [f"{row.claim.split('.')[0]}. {row.rule}" for row in card.itertuples()]),

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from scipy import stats
 from shapely.geometry import box
 
-from helpers import config, datasets, future, geo, model, synthetic
+from helpers import config, datasets, experiments, future, geo, metrics, model, synthetic
 
 PROFILE = config.get_profile("smoke")
 
@@ -161,3 +162,99 @@ def test_multitask_heads_and_pretrained_cnn_setting():
     assert future.cnn_preset(config.get_profile("full")) == future.RESNET50_PRESET
     assert future.cnn_preset(config.get_profile("mapillary")) == future.RESNET50_PRESET
     assert future.cnn_preset(PROFILE) is None and future.cnn_preset(config.get_profile("rehearsal")) is None
+
+
+# --- the noise rule for methods trained once: helpers.statistics, paired on the same images ---
+
+N_VAL = 200  # validation images of the hand-made runs, 50 per cell of TREE
+CELLS = pd.DataFrame({"cell": [0, 1, 2, 3], "lat": [55.0, 55.5, 56.0, 56.5], "lng": [9.0, 10.0, 11.0, 12.0]})
+
+
+def validation_run(name):
+    """What future.train_network returns, as far as future.record reads it: N_VAL validation
+    images, each taken at its cell's centroid."""
+    cell = np.arange(N_VAL) % 4
+    rows = pd.DataFrame(
+        {
+            "image_path": [f"val/{i}.png" for i in range(N_VAL)],
+            "cell": cell,
+            "lat": CELLS["lat"].to_numpy()[cell],
+            "lng": CELLS["lng"].to_numpy()[cell],
+        }
+    )
+    return {"name": name, "rows": rows, "parameters": 1000, "epochs": 1, "seconds": 1.0}
+
+
+def right_on_first(n_right):
+    """Cell probabilities that pick the true cell for the first ``n_right`` images, the next cell after."""
+    cell = np.arange(N_VAL) % 4
+    guess = np.where(np.arange(N_VAL) < n_right, cell, (cell + 1) % 4)
+    probabilities = np.full((N_VAL, 4), 0.1)
+    probabilities[np.arange(N_VAL), guess] = 0.7
+    return probabilities
+
+
+def methods_table(right):
+    """Record each method's hand-made validation probabilities as notebook 12 does; its table."""
+    run = validation_run("future_flat_vit")
+    for method, n_right in right.items():
+        future.record("smoke", method, right_on_first(n_right), run, CELLS, TREE)
+    return future.load_table("smoke")
+
+
+def test_seed_noise_is_borrowed_from_the_base_model_over_seeds(isolated_build):
+    data = experiments.data_label("smoke")
+    assert future.seed_noise("smoke") is None  # notebook 06 has not run
+    for seed, (experiment, top1) in enumerate((("baseline", 0.30), ("baseline_seed1", 0.32))):
+        metrics.record_result(
+            "smoke", experiment, data=data, split="val", seed=seed, top1=top1, train_top1=0.5, mean_km=60.0
+        )
+    noise = future.seed_noise("smoke")
+    assert noise["borrowed"] == (pytest.approx(0.0002), 1.0) and noise["seeds"] == 2
+    metrics.record_result(
+        "smoke", "baseline_seed2", data=data, split="val", seed=2, top1=0.34, train_top1=0.5, mean_km=60.0
+    )
+    assert future.seed_noise("smoke")["borrowed"] == (pytest.approx(0.0004), 2.0)  # s**2 of one run
+    assert future.seed_noise("smoke")["top1_std"] == pytest.approx(0.02)
+
+
+def test_a_small_gain_is_within_the_noise_when_the_seeds_happen_to_agree(isolated_build):
+    """The old rule, 1.96 * sqrt(2) * sd = 0.3 points here, called 1.5 points "better"."""
+    compared = future.comparison("smoke", methods_table({"flat ViT": 60, "CNN": 63}), {"borrowed": (1e-6, 2)})
+    assert compared.loc["CNN", "top1_vs_flat"] == pytest.approx(0.015)
+    assert compared.loc["CNN", "verdict_top1"] == "within noise"
+    assert compared.loc["flat ViT", "verdict_top1"] == "reference"
+    # the interval by hand: the seed noise of two single runs and the per-image differences
+    # (3 images right only with the CNN), Student-t with Welch-Satterthwaite degrees of freedom
+    differences = np.zeros(N_VAL)
+    differences[60:63] = 1
+    seed, images = 1e-6, differences.var(ddof=1) / N_VAL
+    error = np.sqrt(2 * seed + images)
+    freedom = error**4 / (2 * seed**2 / 2 + images**2 / (N_VAL - 1))
+    half_width = stats.t.ppf(0.975, freedom) * error
+    assert compared.loc["CNN", "top1_low"] == pytest.approx(0.015 - half_width)
+    assert compared.loc["CNN", "top1_high"] == pytest.approx(0.015 + half_width)
+    assert (
+        experiments.load_predictions("smoke", future.predictions_run("CNN"))["correct"]
+        == differences + (np.arange(N_VAL) < 60)
+    ).all()
+
+
+def test_large_differences_are_beyond_the_noise_unless_the_seeds_disagree(isolated_build):
+    table = methods_table({"flat ViT": 60, "auxiliary heads": 90, "image-distance loss": 30})
+    compared = future.comparison("smoke", table, {"borrowed": (1e-4, 2)})  # seeds 1 point apart
+    assert compared.loc["auxiliary heads", "verdict_top1"] == "better"
+    assert compared.loc["image-distance loss", "verdict_top1"] == "worse"
+    assert compared.loc["auxiliary heads", "top1_low"] > 0 > compared.loc["image-distance loss", "top1_high"]
+    # seeds 10 points apart with two degrees of freedom: 15 points show nothing
+    noisy = future.comparison("smoke", table, {"borrowed": (0.01, 2)})
+    assert set(noisy["verdict_top1"]) == {"reference", "within noise"}
+    assert "verdict_top1" not in future.comparison("smoke", table, None)  # no seeds yet: no verdict
+
+
+def test_each_method_keeps_its_per_image_scores_in_a_folder_of_its_own():
+    assert future.predictions_run("flat ViT") == "future_flat_vit"  # the training run's own folder
+    assert future.predictions_run("hierarchy, summed cells") == "future_hierarchy_summed"
+    assert future.predictions_run("../my method") == "future_my_method"  # never outside runs/
+    with pytest.raises(ValueError, match="letters or digits"):
+        future.predictions_run("//")

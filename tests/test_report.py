@@ -380,6 +380,20 @@ def test_html_is_one_file_with_the_report_s_sections(illustrated_build):
         assert escape(claim.split(". ", 1)[1]) in text
 
 
+def test_every_claim_row_of_table_1_names_the_two_quantities_it_compares(complete_build):
+    html = report.write_html("smoke").read_text(encoding="utf-8").replace("<wbr>", "")
+    table = re.search(r"<caption><b>Table 1\.</b>.*?</table>", html, re.S).group(0)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    assert {"claim", "compares", "this build", "verdict"} <= set(header)
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)
+    card = report.scorecard("smoke")
+    assert len(rows) == len(card) == len(report.CLAIMS)
+    for row, claim in zip(rows, card.itertuples(), strict=True):
+        cells = dict(zip(header, re.findall(r"<td[^>]*>(.*?)</td>", row, re.S), strict=True))
+        assert cells["claim"] == escape(claim.claim)
+        assert cells["compares"] == escape(claim.compares) and " against " in cells["compares"]
+
+
 def test_html_escapes_what_the_build_writes():
     blocks = [
         ("heading", 1, "A <b>heading</b>"),
@@ -455,8 +469,12 @@ def test_the_pdf_s_pages_hold_every_section_figure_and_claim(illustrated_build, 
     for label in figure_labels(blocks):
         assert f"{label}." in everything
     joined = re.sub(r"\s+", "", everything)  # table cells wrap names over lines
-    for claim in report.scorecard("smoke")["claim"]:
-        assert re.sub(r"\s+", "", claim.split(". ", 1)[1]) in joined
+    # Table 1's cells in reading order (-raw; -layout interleaves wrapped columns), soft hyphens dropped
+    raw = subprocess.run(["pdftotext", "-raw", str(path), "-"], check=True, capture_output=True, text=True)
+    cells = re.sub(r"\s+", "", raw.stdout.replace("\u200b", "").replace("\xad", ""))
+    for claim in report.scorecard("smoke").itertuples():
+        assert re.sub(r"\s+", "", claim.claim.split(". ", 1)[1]) in joined
+        assert re.sub(r"\s+", "", claim.compares) in cells  # Table 1 names the two quantities
     assert LONG_NAME in joined  # whole, wrapped in its column, never cut
     # a table that runs over pages repeats its header on each of them
     spanning = [page for page in pages if "Table A1" in page or "best run (final_seed0)" in page]
