@@ -420,7 +420,8 @@ def judge_frozen(build: dict):
             "no run with a frozen backbone",
             label,
             NOT_TESTABLE,
-            ("no run of this build has freeze_backbone set (notebook 10, exercise 3)"),
+            "no run of this build has freeze_backbone set (notebook 05 trains one where the backbone "
+            "is pretrained)",
         )
     name = frozen[0]
     if not build["runs"][name].get("pretrained"):
@@ -1181,8 +1182,7 @@ LOSS_EQUATIONS = [
         "distance also enters linearly, so its gradient does not vanish as the distance gets small.",
     },
     {
-        "typst": "cal(L) = -sum_(i=1)^n q_i log p_i, quad "
-        "q_i = exp(-(D(g_i, x) - min_j D(g_j, x)) / tau)",
+        "typst": "cal(L) = -sum_(i=1)^n q_i log p_i, quad q_i = exp(-(D(g_i, x) - min_j D(g_j, x)) / tau)",
         "text": "L = -sum_i q_i log p_i, q_i = exp(-(D(g_i, x) - min_j D(g_j, x)) / tau)",
         "explanation": "Beyond the report: PIGEON's haversine smoothing (haversine_smoothing), with x the "
         "image's own location, g_i the centroid of cell i and D the haversine distance in km.",

@@ -174,6 +174,7 @@ needs_chromium = pytest.mark.skipif(
     "the page with Leaflet served locally",
 )
 
+
 def blank_tile() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (256, 256), (235, 235, 230)).save(buffer, format="PNG")
