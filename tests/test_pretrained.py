@@ -186,10 +186,17 @@ def test_the_committed_checkpoint_loads_through_keras_hub_and_computes_what_it_s
     "name", ["../pretrained/street-mae-vit", "street-mae-vit/", "/etc", "", "Street", "a b"]
 )
 def test_a_workbook_preset_must_be_a_plain_name_in_the_folder(name, isolated_build):
-    profile = config.get_profile("default", pretrained=f"workbook:{name}")
+    # a hand-built profile skips the settings check, so resolve_preset checks the name itself
+    profile = {**config.get_profile("default"), "pretrained": f"workbook:{name}"}
     with pytest.raises(ValueError, match="street-mae-vit"):  # the message lists what is there
         model.resolve_preset(profile)
     assert not isolated_build.exists()  # nothing was written
+
+
+@pytest.mark.parametrize("name", ["../pretrained/street-mae-vit", "street-mae-vit/", "/etc", "", "a b"])
+def test_the_settings_check_refuses_a_workbook_preset_that_is_a_path(name):
+    with pytest.raises(config.SettingError, match="workbook:<plain name>"):
+        config.get_profile("default", pretrained=f"workbook:{name}")
 
 
 def test_a_missing_workbook_checkpoint_says_how_to_get_it_back(isolated_build):
