@@ -112,7 +112,8 @@ PROFILES: dict[str, dict] = {
     },
     "default": {
         **_COMMON,
-        "description": "make all on a laptop CPU: 129 cells, 50 synthetic 64 px images each, a small ViT",
+        "description": "make all on a laptop CPU: 129 cells, 50 synthetic 64 px images each, the workbook's "
+        "pretrained small ViT fine-tuned",
         "images_per_cell": 50,
         "image_source": "synthetic",
         "image_size": 64,
