@@ -62,7 +62,7 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
 # and in order on one worker, and the unit tests fill in. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(INSTALLED) $(DATA_FILES)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 lab: $(INSTALLED) $(DATA_FILES)
 	$(VENV)/bin/jupyter lab notebooks/
