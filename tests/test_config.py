@@ -141,10 +141,10 @@ def test_every_profile_passes_its_own_checks():
 
 
 def test_a_new_setting_needs_one_line_in_the_table(monkeypatch):
-    monkeypatch.setitem(config.PROFILES, "smoke", {**config.PROFILES["smoke"], "precision": "mixed"})
-    with pytest.raises(config.SettingError, match="'precision' has no rule in helpers.config.SETTING_RULES"):
+    monkeypatch.setitem(config.PROFILES, "smoke", {**config.PROFILES["smoke"], "map_tiles": "dark"})
+    with pytest.raises(config.SettingError, match="'map_tiles' has no rule in helpers.config.SETTING_RULES"):
         config.get_profile("smoke")
-    monkeypatch.setitem(config.SETTING_RULES, "precision", config._one_of("float32", "mixed"))
-    assert config.get_profile("smoke")["precision"] == "mixed"
-    with pytest.raises(config.SettingError, match="precision='half'"):
-        config.get_profile("smoke", precision="half")
+    monkeypatch.setitem(config.SETTING_RULES, "map_tiles", config._one_of("light", "dark"))
+    assert config.get_profile("smoke")["map_tiles"] == "dark"
+    with pytest.raises(config.SettingError, match="map_tiles='sepia'"):
+        config.get_profile("smoke", map_tiles="sepia")
