@@ -53,22 +53,23 @@ def t_quantile(degrees_of_freedom: float, confidence: float | None = None) -> fl
     return float(stats.t.ppf(0.5 + confidence / 2, degrees_of_freedom))
 
 
-def seed_component(per_seed_scores) -> tuple[float, float]:
-    """(variance of the mean, degrees of freedom) of per-seed scores; NaN with fewer than two."""
-    values = np.asarray(per_seed_scores, dtype=float)
+def _variance_of_the_mean(values) -> tuple[float, float]:
+    """(``var / N``, ``N - 1``) of the finite ``values``; NaN with fewer than two."""
+    values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if len(values) < 2:
         return math.nan, math.nan
     return float(values.var(ddof=1) / len(values)), float(len(values) - 1)
+
+
+def seed_component(per_seed_scores) -> tuple[float, float]:
+    """(variance of the mean, degrees of freedom) of per-seed scores; NaN with fewer than two."""
+    return _variance_of_the_mean(per_seed_scores)
 
 
 def image_component(per_image_values) -> tuple[float, float]:
     """(variance of the mean, degrees of freedom) of ``N`` per-image values: ``var / N``, ``N - 1``."""
-    values = np.asarray(per_image_values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return math.nan, math.nan
-    return float(values.var(ddof=1) / len(values)), float(len(values) - 1)
+    return _variance_of_the_mean(per_image_values)
 
 
 def borrowed_seed_variance(per_seed_scores) -> tuple[float, float]:
