@@ -568,13 +568,16 @@ def sample_per_area(
     n_per_area: int,
     subarea: str | None = None,
     seed: int = 0,
+    warn: bool = True,
 ) -> pd.DataFrame:
     """Draw ``n_per_area`` rows from each value of column ``area``, without replacement.
 
     With ``subarea`` (e.g. "postcode"), each area's sample is split across its sub-areas in
     proportion to how many rows each holds (largest-remainder rounding), so the sample keeps
     the area's own geography: a town with 30 % of a municipality's addresses gets 30 % of its
-    sample. An area with fewer rows than ``n_per_area`` gives all it has, with a warning.
+    sample. An area with fewer rows than ``n_per_area`` gives all it has, with a warning
+    (``warn=False``: none, for a caller that reports them itself). Either way the result's
+    ``attrs["short_areas"]`` maps each such area to the number of rows it had.
     Deterministic for a given ``seed``. Rows keep their original index.
     """
     if n_per_area < 1:
@@ -584,11 +587,11 @@ def sample_per_area(
             raise KeyError(f"No column {column!r}; the table has {list(points.columns)}.")
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
-    short: list[str] = []
+    short: dict = {}
     for area_value, group in points.groupby(area, sort=True):
         n = min(n_per_area, len(group))
         if n < n_per_area:
-            short.append(f"{area_value} ({len(group)})")
+            short[area_value] = len(group)
         if subarea is None:
             chosen.append(rng.choice(group.index.to_numpy(), size=n, replace=False))
             continue
@@ -597,14 +600,17 @@ def sample_per_area(
         for index, quota in zip(parts.values(), largest_remainder(sizes, n), strict=True):
             if quota:
                 chosen.append(rng.choice(np.asarray(index), size=quota, replace=False))
-    if short:
+    if short and warn:
+        named = [f"{value} ({count})" for value, count in short.items()]
         warnings.warn(
             f"{len(short)} areas have fewer than {n_per_area} rows and were taken whole: "
-            + ", ".join(short[:10])
-            + (" ..." if len(short) > 10 else ""),
+            + ", ".join(named[:10])
+            + (" ..." if len(named) > 10 else ""),
             stacklevel=2,
         )
-    return points.loc[np.concatenate(chosen)]
+    sample = points.loc[np.concatenate(chosen)]
+    sample.attrs["short_areas"] = short
+    return sample
 
 
 def main(argv: list[str] | None = None) -> int:

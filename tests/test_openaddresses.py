@@ -1,6 +1,7 @@
 import gzip
 import json
 import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -184,6 +185,16 @@ def test_small_areas_are_taken_whole_with_a_warning():
     with pytest.warns(UserWarning, match=r"A \(5\)"):
         sample = datasets.sample_per_area(points, "area", 10)
     assert sample.groupby("area").size().to_dict() == {"A": 5, "B": 10}
+    assert sample.attrs["short_areas"] == {"A": 5}
+
+
+def test_small_areas_are_listed_without_a_warning_when_the_caller_reports_them():
+    points = table({("A", "a1"): 5, ("B", "b1"): 50, ("C", "c1"): 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        sample = datasets.sample_per_area(points, "area", 10, warn=False)
+    assert sample.attrs["short_areas"] == {"A": 5, "C": 3}
+    assert datasets.sample_per_area(points, "area", 2).attrs["short_areas"] == {}
 
 
 def test_sample_per_area_rejects_bad_arguments():
