@@ -426,16 +426,27 @@ def judge_frozen(build: dict):
     name = frozen[0]
     if not build["runs"][name].get("pretrained"):
         return name, label, NOT_TESTABLE, "the backbone is not pretrained here: frozen, it is random"
-    if not build["real_photos"]:
-        return (
-            name,
-            label,
-            NOT_TESTABLE,
-            "an absolute accuracy depends on the images; these are not photographs",
-        )
     noise, reason = _final_noise(build)
     if noise is None:
         return name, label, MISSING, reason
+    if not build["real_photos"]:
+        # 10 % is a level on Street View photos; what carries over to other images is the
+        # report's comparison: frozen, the pretrained backbone fell far short of fine-tuning it
+        # (10 % against the base model's 29 %). The run trains with the base model's settings.
+        fine_tuned = _seed_runs(build, "baseline")
+        if not fine_tuned:
+            return name, label, MISSING, "needs the base model's runs (notebooks 05 and 06)"
+        result, reason = _compare(build, [name], fine_tuned, "top1", borrowed=noise)
+        if result is None:
+            return name, label, MISSING, reason
+        number = (
+            f"validation top-1 of {name} {_pct(result['mean_a'])} against the fine-tuned base model "
+            f"{_pct(result['mean_b'])} ({len(fine_tuned)} seeds): {_interval(result, _points)}; the report "
+            f"{_pct(published('frozen_top1'), 0)} against {_pct(published('baseline_top1'), 0)}"
+        )
+        if result["high"] < 0:
+            return number, label, REPRODUCED, "below fine-tuned beyond the noise, as in the report"
+        return number, label, NOT_REPRODUCED, "the 95 % interval does not lie below zero"
     result, reason = _compare(build, [name], None, "top1", borrowed=noise, shift=published("frozen_top1"))
     if result is None:
         return name, label, MISSING, reason
@@ -734,11 +745,12 @@ CLAIMS = [
     {
         "claim": "Frozen ViT: “it achieved 10% accuracy even after tuning hyperparameters” (§3.2)",
         "report": _report_claim("frozen_top1", _pct(published("frozen_top1"), 0)),
-        "compares": "validation top-1 of a run with a frozen pretrained backbone against the report's 10 %",
-        "rule": "Not testable without a run whose summary.json says freeze_backbone, when the backbone is "
-        "not pretrained (frozen, it is random) or on synthetic images; otherwise reproduced when 10 % lies "
-        "inside "
-        "the 95 % interval of that run's top-1 (the final runs' seed noise for one run, and the images')",
+        "compares": "validation top-1 of a run with a frozen pretrained backbone: on photos against the "
+        "report's 10 %; on other images against the fine-tuned base model (the report: 10 % against 29 %)",
+        "rule": "Not testable without a run whose summary.json says freeze_backbone, or when the backbone is "
+        "not pretrained (frozen, it is random). On photos reproduced when 10 % lies inside the 95 % "
+        "interval of that run's top-1; on other images when the 95 % interval of its difference from the "
+        "base model's seeds lies below zero (the final runs' seed noise for the one run, and the images')",
         "judge": judge_frozen,
     },
     {
