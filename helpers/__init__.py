@@ -9,13 +9,6 @@ stderr pointed at /dev/null, and only that import: Python's own errors and warni
 raised and shown as always, and everything after the import reaches stderr again.
 
 This works when ``helpers`` is imported before TensorFlow or Keras, as every notebook does.
-
-Importing the package also gives XLA a compile cache on disk, ``build/xla-cache/``
-(``config.xla_cache_dir``): every training run builds a new model, and TensorFlow compiled
-each one's training, validation and prediction steps again, about 5 s per run on 2 cores,
-although most runs of a profile share one architecture, one loss and one batch shape. A
-compiled program is stored under a fingerprint of the program itself, so a run reuses only
-what is exactly the same; `make clean` removes the cache with the rest of ``build/``.
 """
 
 import importlib.abc
@@ -74,28 +67,6 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         spec.loader.exec_module = exec_module  # this spec's own loader object only
         return spec
 
-
-def _xla_compile_cache() -> None:
-    """Point TensorFlow's persistent XLA cache at ``config.xla_cache_dir()``, unless the user set
-    one, TensorFlow was imported first (its flags may be read already), or the folder's path has a
-    space in it or cannot be made."""
-    from helpers import config
-
-    flag = "--tf_xla_persistent_cache_directory"
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if flag in flags or "tensorflow" in sys.modules:
-        return
-    folder = config.xla_cache_dir()
-    if any(character.isspace() for character in str(folder)):  # TF_XLA_FLAGS splits on whitespace
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only checkout: compile every time, as before
-        return
-    os.environ["TF_XLA_FLAGS"] = f"{flags} {flag}={folder}".strip()
-
-
-_xla_compile_cache()
 
 if "tensorflow" in sys.modules:  # imported before the helpers: too late for the start-up lines
     _tensorflow_errors_only(sys.modules["tensorflow"])

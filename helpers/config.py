@@ -407,17 +407,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("WORKBOOK_DATA_DIR", REPO_ROOT / "data"))
 
 
-def build_root() -> Path:
-    """The parent of every profile's build folder: ``build/`` (``WORKBOOK_BUILD_DIR`` when set)."""
-    return Path(os.environ.get("WORKBOOK_BUILD_DIR", REPO_ROOT / "build"))
-
-
-def xla_cache_dir() -> Path:
-    """Where TensorFlow keeps the programs XLA compiled, for later runs and processes to reuse:
-    ``build/xla-cache/`` (see ``helpers/__init__.py``)."""
-    return build_root() / "xla-cache"
-
-
 def build_dir(profile: str | dict) -> Path:
     """Folder of everything computed for ``profile`` (a name or a profile): ``build/<name>/``.
 
@@ -425,7 +414,8 @@ def build_dir(profile: str | dict) -> Path:
     """
     name = profile_name(profile)
     get_profile(name)  # fail early on a typo
-    return build_root() / name
+    root = Path(os.environ.get("WORKBOOK_BUILD_DIR", REPO_ROOT / "build"))
+    return root / name
 
 
 def output_dir(profile: str | dict, kind: str) -> Path:
