@@ -82,13 +82,14 @@ def equalize(images, on_device: bool = False):
     n, pixels = shape[0], shape[1] * shape[2]
     # one histogram of 3 x 256 bins per image: channel c's level v goes to bin 256 c + v
     levels = ops.cast(ops.clip(images, 0.0, 255.0), "int32") + ops.convert_to_tensor([0, 256, 512])
-    levels = ops.reshape(levels, (n, pixels * 3))
-    if on_device:  # a segment sum: XLA compiles it, TensorFlow's batched bincount it does not
-        ids = ops.reshape(levels + 768 * ops.arange(n, dtype="int32")[:, None], (-1,))
+    # one id per pixel and channel over the whole batch: image i's bins are 768 i to 768 i + 767
+    ids = ops.reshape(levels, (n, pixels * 3)) + 768 * ops.arange(n, dtype="int32")[:, None]
+    ids = ops.reshape(ids, (-1,))
+    if on_device:  # a segment sum: XLA compiles it, TensorFlow's bincount it does not
         counts = ops.segment_sum(ops.ones_like(ids), ids, num_segments=n * 768)
-        histogram = ops.reshape(counts, (n, 3, 256))
-    else:
-        histogram = ops.reshape(ops.bincount(levels, minlength=768), (n, 3, 256))
+    else:  # one flat bincount and one flat gather: 1.4x faster than batched ones on 2 CPU cores
+        counts = ops.bincount(ids, minlength=n * 768)
+    histogram = ops.reshape(counts, (n, 3, 256))
     # keras-cv's step: (pixels - the smallest non-zero count) // 255; ``initial`` allows n = 0
     smallest = ops.min(ops.where(histogram == 0, pixels, histogram), axis=2, keepdims=True, initial=pixels)
     step = (pixels - smallest) // 255
@@ -96,7 +97,7 @@ def equalize(images, on_device: bool = False):
     table = (ops.cumsum(histogram, axis=2) + safe_step // 2) // safe_step
     table = ops.clip(ops.concatenate([ops.zeros_like(table[..., :1]), table[..., :-1]], axis=2), 0, 255)
     table = ops.where(step == 0, ops.arange(256, dtype="int32"), table)
-    equalised = ops.take_along_axis(ops.reshape(table, (n, 768)), levels, axis=1)
+    equalised = ops.take(ops.reshape(table, (-1,)), ids)  # each pixel's new level, by its id
     return ops.cast(ops.reshape(equalised, shape), images.dtype)
 
 
@@ -201,57 +202,65 @@ def _geometry(images, op, magnitude, stddev, generator, axis):
     return ops.clip(warped, 0.0, 255.0)  # interpolation can overshoot 255 by a rounding error
 
 
+# the families a round splits the batch into; 0 holds the images whose round is skipped
+_FAMILIES = ("skipped", "colour", "solarize", "equalize", "geometry_x", "geometry_y")
+
+
+def _family_of(operation: str) -> int:
+    """The index in :data:`_FAMILIES` of the family that computes ``operation``."""
+    for family, members in (
+        ("colour", _COLOUR),
+        ("solarize", ("solarize",)),
+        ("equalize", ("equalize",)),
+        ("geometry_x", _GEOMETRY_X),
+        ("geometry_y", _GEOMETRY_Y),
+    ):
+        if operation in members:
+            return _FAMILIES.index(family)
+    raise ValueError(f"no family computes {operation!r}")
+
+
 def _one_round(current, original, generator, operations, magnitude, stddev, rate):
     """One round for every image: (images, index in ``operations`` drawn, or -1 if skipped).
 
-    The batch is split by operation family and each family computed on its own images
-    only, so a round costs about one pass of the cheapest operation over the batch.
+    The batch is split by operation family (``tf.dynamic_partition``), each family computed on
+    its own images only, and the images put back in their places (``tf.dynamic_stitch``): a
+    round costs about one pass of the cheapest operation over the batch, and a family that
+    the policy does not use costs nothing.
     """
+    import tensorflow as tf  # this path runs in tf.data, on TensorFlow tensors
+
     n = ops.shape(current)[0]
     chosen = keras.random.randint((n,), 0, len(operations), seed=generator)
     applied = keras.random.uniform((n,), seed=generator) <= rate
     chosen = ops.where(applied, chosen, -1)
-    # policy index -> index in OPERATIONS, so families can be recognised whatever the subset
-    global_op = ops.take(ops.convert_to_tensor([OPERATIONS.index(o) for o in operations] + [-1]), chosen)
-    families = [
-        ("skipped", [-1]),
-        ("colour", [OPERATIONS.index(o) for o in _COLOUR if o in operations]),
-        ("solarize", [OPERATIONS.index("solarize")] if "solarize" in operations else []),
-        ("equalize", [OPERATIONS.index("equalize")] if "equalize" in operations else []),
-        ("geometry_x", [OPERATIONS.index(o) for o in _GEOMETRY_X if o in operations]),
-        ("geometry_y", [OPERATIONS.index(o) for o in _GEOMETRY_Y if o in operations]),
-    ]
-    order, parts = [], []
-    for family, members in families:
-        if not members:
-            continue
-        member = ops.any(ops.stack([global_op == m for m in members]), axis=0)
-        index = ops.reshape(ops.nonzero(member)[0], (-1,))
-        order.append(index)
-        if family == "skipped":  # keras-cv: a skipped round returns the input image
-            parts.append(ops.take(original, index, axis=0))
-            continue
-        images = ops.take(current, index, axis=0)
-        if family == "colour":
-            local = ops.take(
-                ops.convert_to_tensor([_COLOUR.index(o) if o in _COLOUR else -1 for o in OPERATIONS]),
-                ops.take(global_op, index),
-            )
-            parts.append(_colour_affine(images, local, magnitude, stddev, generator))
-        elif family == "solarize":
-            parts.append(_solarize(images, magnitude, stddev, generator))
-        elif family == "equalize":
-            parts.append(equalize(images))
+    lookup = ops.where(chosen < 0, len(operations), chosen)  # a skipped round reads the last entry
+    global_op = tf.gather(tf.constant([OPERATIONS.index(o) for o in operations] + [-1]), lookup)
+    family = tf.gather(tf.constant([_family_of(o) for o in operations] + [0]), lookup)
+    count = len(_FAMILIES)
+    places = tf.dynamic_partition(tf.range(n), family, count)
+    images = tf.dynamic_partition(current, family, count)
+    drawn = tf.dynamic_partition(global_op, family, count)
+    used = {_FAMILIES[_family_of(o)] for o in operations}
+
+    def local(members, index):  # each image's index within ``members``
+        return tf.gather(tf.constant([members.index(o) if o in members else -1 for o in OPERATIONS]), index)
+
+    parts = [tf.gather(original, places[0])]  # keras-cv: a skipped round returns the input image
+    for number, name in enumerate(_FAMILIES[1:], start=1):
+        part = images[number]
+        if name not in used:  # always empty
+            parts.append(part)
+        elif name == "colour":
+            parts.append(_colour_affine(part, local(_COLOUR, drawn[number]), magnitude, stddev, generator))
+        elif name == "solarize":
+            parts.append(_solarize(part, magnitude, stddev, generator))
+        elif name == "equalize":
+            parts.append(equalize(part))
         else:
-            axis, members = ("x", _GEOMETRY_X) if family == "geometry_x" else ("y", _GEOMETRY_Y)
-            local = ops.take(
-                ops.convert_to_tensor([members.index(o) if o in members else -1 for o in OPERATIONS]),
-                ops.take(global_op, index),
-            )
-            parts.append(_geometry(images, local, magnitude, stddev, generator, axis))
-    # put every image back in its place: the parts are a permutation of the batch
-    inverse = ops.argsort(ops.concatenate(order, axis=0))
-    return ops.take(ops.concatenate(parts, axis=0), inverse, axis=0), chosen
+            axis, members = ("x", _GEOMETRY_X) if name == "geometry_x" else ("y", _GEOMETRY_Y)
+            parts.append(_geometry(part, local(members, drawn[number]), magnitude, stddev, generator, axis))
+    return tf.dynamic_stitch(places, parts), chosen
 
 
 def _one_round_on_device(current, original, generator, operations, magnitude, stddev, rate):
