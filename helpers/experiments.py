@@ -415,7 +415,11 @@ def compare_experiments(
 
 
 def compare_runs(
-    profile: str | dict, scores: pd.DataFrame, reference: str, metric: str = "top1"
+    profile: str | dict,
+    scores: pd.DataFrame,
+    reference: str,
+    metric: str = "top1",
+    borrowed: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Each run's mean ``metric`` over seeds against ``reference``'s, and whether the difference
     is larger than the noise.
@@ -423,7 +427,9 @@ def compare_runs(
     ``scores`` has one row per (run, seed) with the ``experiment`` that holds it
     (:func:`repeat_over_seeds`). The rule is :func:`helpers.statistics.difference_test`: a
     paired comparison on the same validation images across seeds, Student-t with
-    Welch-Satterthwaite degrees of freedom (:func:`compare_experiments`).
+    Welch-Satterthwaite degrees of freedom (:func:`compare_experiments`). A run trained with
+    one seed takes its seed noise from ``borrowed`` (``statistics.borrowed_seed_variance`` of
+    another run's seeds, in the same ``metric``); without it, its interval is unknown (NaN).
     """
     rows = {}
     groups = scores.groupby("run", sort=False)["experiment"].apply(list)
@@ -432,7 +438,9 @@ def compare_runs(
             result = compare_experiments(profile, experiments_of_run, None, metric)
             result.update(difference=0.0, low=math.nan, high=math.nan, beyond_noise=False)
         else:
-            result = compare_experiments(profile, experiments_of_run, groups[reference], metric)
+            result = compare_experiments(
+                profile, experiments_of_run, groups[reference], metric, borrowed=borrowed
+            )
         rows[run] = {
             "mean": result["mean_a"],
             "seeds": len(experiments_of_run),

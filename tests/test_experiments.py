@@ -49,6 +49,22 @@ def test_compare_runs_pairs_the_images_and_uses_a_t_quantile(isolated_build):
     assert not table.loc["baseline", "beyond_noise"] and table.loc["baseline", "difference"] == 0
 
 
+def test_a_run_of_one_seed_borrows_its_seed_noise_or_has_no_interval(isolated_build):
+    rows = [
+        {"run": "baseline", "seed": k, "experiment": record("smoke", f"b{k}", hits(60 + k))} for k in range(3)
+    ]
+    rows.append({"run": "once", "seed": 0, "experiment": record("smoke", "once", hits(90))})
+    scores = pd.DataFrame(rows)
+    alone = experiments.compare_runs("smoke", scores, "baseline")
+    assert np.isnan(alone.loc["once", "standard_error"]) and not alone.loc["once", "beyond_noise"]
+    quiet = experiments.compare_runs("smoke", scores, "baseline", borrowed=(1e-6, 2))
+    noisy = experiments.compare_runs("smoke", scores, "baseline", borrowed=(0.01, 2))
+    assert quiet.loc["once", "difference"] == pytest.approx(0.45 - 0.305)
+    assert quiet.loc["once", "beyond_noise"]  # 29 of 200 images, with little seed noise: real
+    assert not noisy.loc["once", "beyond_noise"]  # the same difference with a seed sd of 10 points
+    assert noisy.loc["once", "standard_error"] > quiet.loc["once", "standard_error"]
+
+
 def test_identical_seeds_do_not_make_a_small_difference_certain(isolated_build):
     """Two seeds that agree exactly: the old rule's error was 0 and any difference counted."""
     rows = [
