@@ -61,13 +61,8 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
 # Two workers: the smoke and the rehearsal notebook series run side by side, each module whole
 # and in order on one worker, and the unit tests fill in. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
-# Each worker's TensorFlow and OpenMP on TEST_THREADS threads: two workers on 2 cores would
-# otherwise run four or more busy threads that wait on each other. 0: the libraries' defaults.
-TEST_THREADS ?= 1
-THREAD_LIMITS := $(if $(filter-out 0,$(TEST_THREADS)),TF_NUM_INTRAOP_THREADS=$(TEST_THREADS) \
-                 TF_NUM_INTEROP_THREADS=2 OMP_NUM_THREADS=$(TEST_THREADS))
 test: $(INSTALLED) $(DATA_FILES)
-	$(THREAD_LIMITS) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12
 
 lab: $(INSTALLED) $(DATA_FILES)
 	$(VENV)/bin/jupyter lab notebooks/
