@@ -101,8 +101,11 @@ def training_rows(locations, geography) -> list[tuple[str, str, str]]:
             .batch(batch)
         )
         augment = model.randaugment(profile)
+        # the way model.image_dataset runs it: in a tf.function of its own, called from the map
         ours = (
-            tf.data.Dataset.from_tensor_slices(x[:512]).batch(batch).map(lambda b: augment(b, training=True))
+            tf.data.Dataset.from_tensor_slices((x[:512], y[:512]))
+            .batch(batch)
+            .map(model._augment_outside_tf_data(augment))
         )
         for name, stage in (
             ("keras.layers.RandAugment, image by image", per_image),
