@@ -220,6 +220,11 @@ def _family_of(operation: str) -> int:
     raise ValueError(f"no family computes {operation!r}")
 
 
+def _positions_in(members) -> list[int]:
+    """For each of :data:`OPERATIONS`, its index within ``members`` (one family's operations), or -1."""
+    return [members.index(o) if o in members else -1 for o in OPERATIONS]
+
+
 def _one_round(current, original, generator, operations, magnitude, stddev, rate):
     """One round for every image: (images, index in ``operations`` drawn, or -1 if skipped).
 
@@ -244,7 +249,7 @@ def _one_round(current, original, generator, operations, magnitude, stddev, rate
     used = {_FAMILIES[_family_of(o)] for o in operations}
 
     def local(members, index):  # each image's index within ``members``
-        return tf.gather(tf.constant([members.index(o) if o in members else -1 for o in OPERATIONS]), index)
+        return tf.gather(tf.constant(_positions_in(members)), index)
 
     parts = [tf.gather(original, places[0])]  # keras-cv: a skipped round returns the input image
     for number, name in enumerate(_FAMILIES[1:], start=1):
@@ -274,7 +279,7 @@ def _one_round_on_device(current, original, generator, operations, magnitude, st
 
     def local(members):  # each image's index within ``members``, -1 when not a member
         return ops.take(
-            ops.convert_to_tensor([members.index(o) if o in members else -1 for o in OPERATIONS] + [-1]),
+            ops.convert_to_tensor(_positions_in(members) + [-1]),
             ops.where(global_op < 0, len(OPERATIONS), global_op),
         )
 
