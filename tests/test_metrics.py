@@ -46,6 +46,15 @@ def test_results_table_refuses_unknown_columns(isolated_build):
     assert isinstance(metrics.load_results("smoke"), pd.DataFrame)
 
 
+def test_results_table_refuses_text_in_a_number_column_and_keeps_what_it_had(isolated_build):
+    metrics.record_result("smoke", "oracle", data="d", split="all", mean_km=5.0)
+    with pytest.raises(TypeError, match="'top1' takes a number"):
+        metrics.record_result("smoke", "x", data="d", split="all", top1="0.3")
+    with pytest.raises(TypeError, match="'split' takes a text"):
+        metrics.record_result("smoke", "x", data="d", split=None, top1=0.3)
+    assert list(metrics.load_results("smoke")["experiment"]) == ["oracle"]
+
+
 def test_weighted_top_k():
     centroids = np.array([[56.0, 10.0], [55.0, 10.0], [57.0, 12.0]])
     probabilities = np.array([[0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
