@@ -11,7 +11,7 @@ BUILD := build/$(PROFILE)
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%,$(BUILD)/notebooks/%,$(NOTEBOOKS))
-HELPERS := $(wildcard helpers/*.py)
+HELPERS := $(wildcard helpers/*.py helpers/report/*.py)
 # the committed checkpoint that default and rehearsal fine-tune (make pretrained rewrites it)
 PRETRAINED := $(wildcard pretrained/*/*)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
@@ -49,7 +49,7 @@ all: $(EXECUTED) $(BUILD)/report.html
 
 # Notebook 10 writes the report; written again after the last notebook, it also holds the
 # results of the notebooks after 10 (beyond the report, future work).
-$(BUILD)/report.html: $(EXECUTED) $(HELPERS)
+$(BUILD)/report.html: $(EXECUTED) $(HELPERS) $(wildcard helpers/report/*.py helpers/templates/*)
 	@$(PY) -m helpers.report --profile $(PROFILE)
 
 # Each notebook reruns when it, the helpers or the notebook before it changed.

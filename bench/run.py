@@ -102,10 +102,10 @@ def training_rows(locations, geography) -> list[tuple[str, str, str]]:
         )
         augment = model.randaugment(profile)
         # the way model.image_dataset runs it: in a tf.function of its own, called from the map
-        ours = (
-            tf.data.Dataset.from_tensor_slices((x[:512], y[:512]))
-            .batch(batch)
-            .map(model._augment_outside_tf_data(augment))
+        # each batch with its own augmentation seed, as model.image_dataset zips them
+        batches = tf.data.Dataset.from_tensor_slices((x[:512], y[:512])).batch(batch)
+        ours = tf.data.Dataset.zip(batches, model._augmentation_seeds(0)).map(
+            model._augment_outside_tf_data(augment)
         )
         for name, stage in (
             ("keras.layers.RandAugment, image by image", per_image),

@@ -41,9 +41,19 @@ keeps its own family's result, so every shape is fixed and the step compiles wit
 any Keras backend (TensorFlow, JAX, PyTorch). It costs about five passes over the batch,
 which a GPU does in a fraction of a training step, and frees the 2 CPU cores of a Colab
 machine from augmentation.
+
+Where the randomness comes from: every call draws one table of seeds, one row for each
+random draw the policy makes (which operation, whether the round applies, each
+magnitude), and each draw reads its own row with a stateless random op. The table comes
+from ``seed``: a (2,) integer tensor (the ``tf.data`` pipeline carries one per batch, so a
+batch's augmentation is a function of its seed alone, whichever thread computes it and
+whatever was augmented before), an int, or a ``keras.random.SeedGenerator`` (one draw per
+call: what the layer inside the model uses, which the training step runs in order).
 """
 
 from __future__ import annotations
+
+import numbers
 
 import keras
 from keras import ops
@@ -61,6 +71,58 @@ OPERATIONS = (
     "translate_y",
 )
 _GREY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's weights, as keras-cv uses
+
+
+# random draws one round makes at most: which operation and whether it applies (2), the colour
+# family's factor, shift and blend (3), solarize's addition and threshold (2), and each axis's
+# shear, sign and shift (2 x 3)
+_DRAWS_PER_ROUND = 13
+
+
+class _SeedTable(keras.random.SeedGenerator):
+    """Stateless seeds for one call's random draws: the k-th draw gets row k of ``seeds``.
+
+    ``keras.random`` takes a seed as an int or a ``SeedGenerator``, not a tensor; this
+    generator hands out the rows of a (draws, 2) tensor of seeds instead of advancing a
+    state, so the draws are a pure function of the table. It holds no variable, so
+    ``SeedGenerator.__init__`` (which makes one) is not called; ``keras.random`` only calls
+    :meth:`next`.
+    """
+
+    def __init__(self, seeds):  # not SeedGenerator.__init__, which makes a state variable
+        self.seeds = seeds
+        self.rows = int(ops.shape(seeds)[0])
+        self.drawn = 0
+
+    def next(self, ordered=True):
+        if self.drawn >= self.rows:
+            raise RuntimeError(
+                f"RandAugment made more than the {self.rows} random draws its seed table holds; "
+                "raise _DRAWS_PER_ROUND to the number of keras.random calls one round makes."
+            )
+        row = self.seeds[self.drawn]
+        self.drawn += 1
+        return row
+
+
+def _seed_dtype():
+    """The dtype ``keras.random`` reads a seed in: JAX keys are uint32; TensorFlow and PyTorch take int32."""
+    return "uint32" if keras.backend.backend() in ("jax", "numpy") else "int32"
+
+
+def _seed_table(seed, draws: int) -> _SeedTable:
+    """A table of ``draws`` independent seeds drawn from ``seed`` (see the module docstring).
+
+    ``seed``: a ``keras.random.SeedGenerator`` (advanced by one draw), an int, or a (2,)
+    integer tensor. The rows are random in [0, 2**31 - 1), so two calls' tables overlap
+    only by chance, unlike the consecutive seeds (s, c), (s, c + 1) a SeedGenerator gives.
+    """
+    if isinstance(seed, numbers.Integral):
+        seed = int(seed)  # NumPy's integers too
+    elif not isinstance(seed, keras.random.SeedGenerator):  # a stateless (2,) seed tensor
+        seed = _SeedTable(ops.reshape(ops.cast(seed, _seed_dtype()), (1, 2)))
+    rows = keras.random.randint((draws, 2), 0, 2**31 - 1, dtype="int32", seed=seed)
+    return _SeedTable(ops.cast(rows, _seed_dtype()))
 
 
 def _clipped_normal(shape, mean, stddev, low, high, seed):
@@ -306,7 +368,7 @@ def _one_round_on_device(current, original, generator, operations, magnitude, st
 
 def rand_augment_batch(
     images,
-    generator,
+    seed,
     *,
     magnitude: float = 0.15,
     augmentations_per_image: int = 2,
@@ -318,14 +380,15 @@ def rand_augment_batch(
 ):
     """Augment a float batch (n, h, w, 3) of values 0-255; same shape, range and dtype.
 
-    ``generator`` is a ``keras.random.SeedGenerator`` (or an int seed). With
-    ``return_choices`` also returns an int array (n, augmentations_per_image): the index in
-    ``operations`` each image drew per round, or -1 where the round was skipped.
-    ``on_device=True``: fixed shapes, for a compiled training step on any backend (see the
-    module docstring); otherwise the batch is split by family (TensorFlow, ``tf.data``).
+    ``seed`` is a (2,) integer tensor or an int (the result is a function of ``images``
+    and ``seed`` alone), or a ``keras.random.SeedGenerator`` (each call advances it, so
+    successive calls draw anew). With ``return_choices`` also returns an int array (n,
+    augmentations_per_image): the index in ``operations`` each image drew per round, or -1
+    where the round was skipped. ``on_device=True``: fixed shapes, for a compiled training
+    step on any backend (see the module docstring); otherwise the batch is split by family
+    (TensorFlow, ``tf.data``).
     """
-    if not isinstance(generator, keras.random.SeedGenerator):
-        generator = keras.random.SeedGenerator(generator)  # an int seed: one stream of draws
+    generator = _seed_table(seed, _DRAWS_PER_ROUND * augmentations_per_image)
     images = ops.convert_to_tensor(images)
     dtype = images.dtype
     original = ops.cast(images, "float32")
@@ -351,11 +414,16 @@ def rand_augment(
     operations=OPERATIONS,
     seed: int | None = None,
 ):
-    """An augmenter ``augment(images, training=True)`` for float batches (n, h, w, 3), 0-255.
+    """An augmenter ``augment(images, training=True, seed=None)`` for float batches (n, h, w, 3), 0-255.
 
     keras-cv's standard RandAugment policy (see the module docstring); the defaults are the
     report's settings. ``operations`` narrows the policy (a subset of :data:`OPERATIONS`,
     e.g. to look at one operation alone). ``training=False`` returns the images unchanged.
+    A call's ``seed`` (a (2,) integer tensor, as the training pipeline passes one per batch)
+    makes its draws a function of that seed alone; without one, each call takes the next
+    draw of a generator started at ``seed`` here (None: from Keras's global seed). In a
+    parallel ``tf.data`` map, pass each batch's seed: calls running side by side may read
+    the generator's state at once, and which batches then share draws depends on timing.
     """
     if not 0 <= magnitude <= 1:
         raise ValueError(f"magnitude must be in [0, 1] (keras-cv's scale), got {magnitude}.")
@@ -373,10 +441,10 @@ def rand_augment(
         "operations": tuple(operations),
     }
 
-    def augment(images, training: bool = True):
+    def augment(images, training: bool = True, seed=None):
         if not training:
             return images
-        return rand_augment_batch(images, generator, **settings)
+        return rand_augment_batch(images, generator if seed is None else seed, **settings)
 
     augment.settings = settings  # for notebooks and run summaries
     return augment
@@ -388,7 +456,9 @@ class RandAugmentLayer(keras.layers.Layer):
 
     The policy of :func:`rand_augment` (the same settings) with fixed shapes
     (``on_device=True``); an identity at inference (``training=False``), so a model that
-    contains it predicts exactly as one without it. Always computes in float32.
+    contains it predicts exactly as one without it. Always computes in float32. Its draws
+    come from a ``SeedGenerator`` started at ``seed`` (one draw per training step, in step
+    order): a model built with the same seed augments its n-th batch the same way.
     """
 
     def __init__(

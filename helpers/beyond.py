@@ -457,10 +457,11 @@ def train_hybrid(
         like.get("batch_size")
         or experiments.batch_size_of(profile, augment=augment, warmup=warmup, betas=betas)
     )
+    # seeded before the pipelines are built (tf.data's shuffle takes the global seed then)
+    keras.utils.set_random_seed(profile["seed"])
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
     train_data = _hybrid_data(train_rows, image_root, profile, training=True, augment=augmenter, batch=batch)
     val_data = _hybrid_data(val_rows, image_root, profile, batch=256)
-    keras.utils.set_random_seed(profile["seed"])
     hybrid = build_hybrid(len(cells), profile)
     steps = model.steps_per_epoch(len(train_rows), batch)
     hybrid.compile(

@@ -126,8 +126,9 @@ PROFILES: dict[str, dict] = {
         "vit_width": 64,
         "vit_heads": 4,
         "vit_mlp_width": 128,
-        # the workbook's own pretrained ViT (pretrained/street-mae-vit, a masked autoencoder on
-        # synthetic scenes that are in no image set), fine-tuned as the report fine-tuned ViT-B/16
+        # the workbook's own pretrained ViT (pretrained/street-mae-vit: a masked autoencoder,
+        # self-supervised on unlabelled synthetic scenes around this profile's training places only;
+        # helpers/pretrain.py), fine-tuned as the report fine-tuned ViT-B/16
         "pretrained": "workbook:street-mae-vit",
         # Chosen before any claim was judged (issue 22): the report's base model was "overfitting
         # very heavily", so the fine-tuned base model should reach a train top-1 far above its
@@ -268,23 +269,54 @@ def _text(none: bool = False):
     )
 
 
-def _pretrained_ok(value) -> bool:
-    """None, ``hf://owner/name``, ``kaggle://...``, ``standin:<plain name>``,
-    ``workbook:<plain name>``, a keras-hub preset name, or an existing local checkpoint folder
-    (what ``helpers.model.resolve_preset`` takes)."""
+def _plain_ascii_path(text: str, parts: int | None = None) -> bool:
+    """Whether ``text`` is ``/``-separated plain names (``safe_paths.is_plain_name``: ASCII
+    letters, digits, ".", "_", "-", none starting with "."), ``parts`` of them if given."""
+    names = text.split("/")
+    return (parts is None or len(names) == parts) and all(safe_paths.is_plain_name(n) for n in names)
+
+
+def pretrained_problem(value) -> str | None:
+    """Why ``value`` cannot be a ``pretrained`` setting, or None when it can.
+
+    Allowed: None; ``hf://<owner>/<name>`` and ``kaggle://<owner>/<model>/...`` of plain ASCII
+    names (they become folders of a download cache: no "..", no "/" inside a part, no other
+    alphabet); ``standin:<plain name>`` and ``workbook:<plain name>``; a keras-hub preset
+    name (lower-case ASCII letters, digits and "_"); or an existing local checkpoint folder
+    that is a real directory (not a link) holding ``config.json`` and ``model.safetensors``.
+    ``helpers.model.resolve_preset`` checks the same before it loads anything.
+    """
     if value is None:
-        return True
+        return None
     if not isinstance(value, str) or not value.strip():
-        return False
-    if value.startswith("hf://"):
-        return re.fullmatch(r"hf://[\w.-]+/[\w.-]+", value) is not None
-    if value.startswith("kaggle://"):
-        return re.fullmatch(r"kaggle://[\w.-]+(/[\w.-]+)+", value) is not None
+        return f"{value!r} is not a non-empty text"
+    for prefix, parts, form in (("hf://", 2, "hf://<owner>/<name>"), ("kaggle://", None, "kaggle://<path>")):
+        if value.startswith(prefix):
+            rest = value[len(prefix) :]
+            if _plain_ascii_path(rest, parts) and (parts or rest.count("/") >= 1):
+                return None
+            return (
+                f"{value!r} is not {form} of plain names (ASCII letters, digits, '.', '_', '-', "
+                "not starting with '.')"
+            )
     if value.startswith(("standin:", "workbook:")):
-        return safe_paths.is_plain_name(value.split(":", 1)[1])
-    if re.fullmatch(r"[a-z0-9_]+", value):
-        return True  # a keras-hub preset name, e.g. "vit_base_patch16_224_imagenet"
-    return Path(value).expanduser().is_dir()
+        if safe_paths.is_plain_name(value.split(":", 1)[1]):
+            return None
+        return f"{value!r} does not end in a plain name (letters, digits, '.', '_', '-')"
+    if re.fullmatch(r"[a-z0-9_]{1,100}", value):
+        return None  # a keras-hub preset name, e.g. "vit_base_patch16_224_imagenet"
+    folder = Path(value).expanduser()
+    if folder.is_symlink() or not folder.is_dir():
+        return f"{value!r} is not an existing folder (a link to one is not taken either)"
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        return f"the folder {value!r} holds no checkpoint: it lacks {', '.join(missing)}"
+    return None
+
+
+def _pretrained_ok(value) -> bool:
+    """Whether ``value`` may be the ``pretrained`` setting (:func:`pretrained_problem`)."""
+    return pretrained_problem(value) is None
 
 
 # the numeric policies helpers.device can set ("auto": chosen from the accelerator)
@@ -292,45 +324,82 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 # One line per setting: what it may be (in words, for the error) and the test. A setting a
 # profile has but this table lacks is an error, so a new setting gets its line here.
+# Upper bounds. The largest network the workbook needs is the full profile's ViT-B/16 at
+# 224 px (12 layers of width 768, 12 heads, MLP 3072; 196 patches of 16 px), trained at batch
+# 32 on one GPU of 16-80 GB. Each bound leaves headroom of about x4-x16 above the largest
+# profile and stays below what one such machine holds; a value past it is a typo (an extra
+# zero, 2**20 for 2**10) that would otherwise fail hours later or exhaust memory.
+MAX_IMAGE_SIZE = 640  # px: Street View serves at most 640 px; larger would only upsample (224 x 2.9)
+MAX_PATCH_SIZE = 64  # px: ViT-B/16's 16 x 4
+# 1,600 patches = 640 px / 16 px per side: x8 ViT-B/16's 196. The attention weights of one layer,
+# 12 heads x 1,601^2 tokens x 4 B = 123 MB per image; x 12 layers x batch 32 = 47 GB, the most
+# an 80 GB GPU holds beside the rest
+MAX_PATCHES = 1_600
+MAX_VIT_LAYERS = 48  # ViT-B's 12 x 4 (ViT-H has 32)
+MAX_VIT_WIDTH = 4_096  # ViT-B's 768 x 5.3 (ViT-H: 1,280)
+MAX_VIT_HEADS = 64  # ViT-B's 12 x 5.3
+MAX_VIT_MLP_WIDTH = 16_384  # ViT-B's 3,072 x 5.3
+# weights of the encoder, about layers x (4 width^2 + 2 width x MLP width): ViT-B/16 85 M. 1 G
+# (x12) in float32 with its gradient and AdamW's two moments is 16 GB
+MAX_VIT_WEIGHTS = 1_000_000_000
+MAX_BATCH = 1_024  # images: default's 64 x 16 (ViT-B/16 at 224 px needs about 0.3 GB each: 80 GB holds ~256)
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
+
+
+def vit_weights(profile: dict) -> int:
+    """About how many weights the ViT encoder of ``profile`` has: per layer 4 width^2 (the
+    attention's four projections) and 2 width x MLP width (the MLP), biases left out."""
+    width, mlp = profile["vit_width"], profile["vit_mlp_width"]
+    return profile["vit_layers"] * (4 * width * width + 2 * width * mlp)
+
+
+# One line per setting: what it may be (in words, for the error) and the test. A setting a
+# profile has but this table lacks is an error, so a new setting gets its line here.
 SETTING_RULES: dict[str, tuple[str, object]] = {
     "description": _text(),
-    "n_cells": _integer(1),
-    "seed": _integer(0),
-    "images_per_cell": _integer(1),
+    # x16 the report's 129 cells; the cell-distance matrix is then 2,048^2 x 8 B = 34 MB, and the
+    # report's 42,570 locations still give 20 per cell
+    "n_cells": _integer(1, 2_048),
+    "seed": _integer(0, MAX_SEED),
+    # full's 330 x 12: 129 x 4,000 = 516,000 images, 78 GB as 224 px uint8
+    "images_per_cell": _integer(1, 4_000),
     "image_source": _one_of("synthetic", "streetview", "mapillary"),
     "streetview_api": _one_of(None, "standin"),
     "download_size": _integer(16, 640),  # Street View serves at most 640 px
-    "image_size": _integer(8),
-    "patch_size": _integer(1),
-    "vit_layers": _integer(1),
-    "vit_width": _integer(1),
-    "vit_heads": _integer(1),
-    "vit_mlp_width": _integer(1),
+    "image_size": _integer(8, MAX_IMAGE_SIZE),
+    "patch_size": _integer(1, MAX_PATCH_SIZE),
+    "vit_layers": _integer(1, MAX_VIT_LAYERS),
+    "vit_width": _integer(1, MAX_VIT_WIDTH),
+    "vit_heads": _integer(1, MAX_VIT_HEADS),
+    "vit_mlp_width": _integer(1, MAX_VIT_MLP_WIDTH),
     "pretrained": (
-        "None, 'hf://<owner>/<name>', 'kaggle://<path>', 'standin:<plain name>', "
+        "None, 'hf://<owner>/<name>', 'kaggle://<path>' (plain ASCII names), 'standin:<plain name>', "
         "'workbook:<plain name>' (letters, digits, '.', '_', '-'), a keras-hub preset name, or an "
-        "existing checkpoint folder",
+        "existing checkpoint folder (a real directory holding config.json and model.safetensors)",
         _pretrained_ok,
     ),
-    "epochs": _integer(1),
-    "batch_size": _integer(1),
+    "epochs": _integer(1, 320),  # full's 20 x 16; 320 epochs of full's 29,800 images are weeks on one GPU
+    "batch_size": _integer(1, MAX_BATCH),
     "learning_rate": _number(0, 1, low_open=True),
     "weight_decay": _number(0, 1),
     "beta_1": _number(0, 1, high_open=True),
     "beta_2": _number(0, 1, high_open=True),
     "warmup_fraction": _number(0, 1, high_open=True),
-    "warmup_steps": _integer(0, none=True),
-    "randaugment_ops": _integer(0),
+    # full trains 29,800 / 16 x 20 = 37,250 steps; x27, and more than any run's steps is no schedule
+    "warmup_steps": _integer(0, 1_000_000, none=True),
+    "randaugment_ops": _integer(0, 16),  # rounds per image: the report's 2 x 8
     "randaugment_factor": _number(0, 1),
     "session_leak": _number(0, 1),
-    "cache_budget_gb": _number(0, math.inf, high_open=True),
-    "attention_batch": _integer(1),
-    "comparison_seeds": _integer(1),
+    # GB of RAM: full's 8 x 32, more than the largest machine the workbook meets (128 GB)
+    "cache_budget_gb": _number(0, 256, high_open=True),
+    "attention_batch": _integer(1, MAX_BATCH),
+    "comparison_seeds": _integer(1, 32),  # runs per setting: default's 3 x 10
     "jit_compile": _one_of(True, False, "auto"),
     "addresses_file": _text(none=True),
-    "map_max_points": _integer(1, none=True),
+    # markers on one map: more than every image of the largest set (129 x 4,000 = 516,000)
+    "map_max_points": _integer(1, 1_000_000, none=True),
     "lr_schedule": _one_of("decay", "authors"),
-    "final_batch_size": _integer(1, none=True),
+    "final_batch_size": _integer(1, MAX_BATCH, none=True),
     "precision": _one_of(*PRECISIONS),
 }
 # settings that must agree with each other: (the settings, what must hold, the test)
@@ -344,6 +413,18 @@ SETTING_PAIRS = [
         ("vit_width", "vit_heads"),
         "vit_heads must divide vit_width (each head gets vit_width / vit_heads channels)",
         lambda p: p["vit_width"] % p["vit_heads"] == 0,
+    ),
+    (
+        ("image_size", "patch_size"),
+        f"(image_size / patch_size)^2 patches must be at most {MAX_PATCHES:,} (640 px in 16 px "
+        "patches): attention memory grows with the square of the patches",
+        lambda p: (p["image_size"] // p["patch_size"]) ** 2 <= MAX_PATCHES,
+    ),
+    (
+        ("vit_layers", "vit_width", "vit_mlp_width"),
+        f"the ViT may have at most {MAX_VIT_WEIGHTS:,} weights, about vit_layers x (4 vit_width^2 + "
+        "2 vit_width x vit_mlp_width); ViT-B/16 has 85 million",
+        lambda p: vit_weights(p) <= MAX_VIT_WEIGHTS,
     ),
 ]
 
@@ -377,16 +458,19 @@ def get_profile(name: str | dict, **overrides) -> dict:
     profile dictionary may be passed instead of a name (more overrides are added to it).
     Every setting is checked (:func:`check_settings`): a wrong type, a value out of range or
     not among those allowed raises a SettingError that names the setting and what it may be.
+    A name (or a dictionary's ``"name"``) that is not one of :data:`PROFILES` raises a
+    ValueError listing them.
     """
+    base = None
     if isinstance(name, dict):
-        base, previous = name, dict(name.get("overrides", {}))
-        name = base["name"]
-    else:
-        if name not in PROFILES:
-            known = ", ".join(PROFILES)
-            raise ValueError(
-                f"Unknown profile {name!r}. Choose one of: {known} (for example `make all PROFILE=smoke`)."
-            )
+        base, previous = name, dict(name.get("overrides") or {})
+        name = base.get("name")
+    if not isinstance(name, str) or name not in PROFILES:
+        known = ", ".join(PROFILES)
+        raise ValueError(
+            f"Unknown profile {name!r}. Choose one of: {known} (for example `make all PROFILE=smoke`)."
+        )
+    if base is None:
         base, previous = {"name": name, **PROFILES[name]}, {}
     unknown = sorted(set(overrides) - set(PROFILES[name]))
     if unknown:

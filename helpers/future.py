@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, experiments, geo, images, losses, metrics, model, report, statistics, synthetic
+from helpers import config, experiments, geo, images, losses, metrics, model, statistics, synthetic
 
 # ResNet-50 (timm's "ResNet strikes back" A1 recipe, ImageNet-1k) on the Hugging Face Hub:
 # keras-hub converts it on loading, through the same hf:// path as the ViT's checkpoint
@@ -437,11 +437,13 @@ def train_network(
     if train_share < 1:
         train_rows = train_rows.sample(frac=train_share, random_state=profile["seed"]).reset_index(drop=True)
     size, batch, budget = profile["image_size"], profile["batch_size"], profile["cache_budget_gb"]
+    # seeded before the pipelines are built: tf.data's shuffle takes the global seed at build time,
+    # so the run does not depend on what ran before it in the process
+    keras.utils.set_random_seed(profile["seed"])
     train_data = model.image_dataset(
         train_rows, root, size, batch, training=True, seed=profile["seed"], cache_budget_gb=budget
     )
     val_data = model.image_dataset(val_rows, root, size, 256, cache_budget_gb=budget)
-    keras.utils.set_random_seed(profile["seed"])
     network = build()
     steps = model.steps_per_epoch(len(train_rows), batch)
     optimizer = model.make_optimizer(
@@ -658,7 +660,7 @@ def seed_noise(profile: str | dict) -> dict | None:
     None before notebook 06 has run two seeds.
     """
     results = metrics.load_results(profile)
-    scores = report.seed_scores(results, experiments.data_label(profile))
+    scores = experiments.seed_scores(results, experiments.data_label(profile))
     top1 = scores.loc[scores["run"] == "baseline", "top1"]
     variance, degrees_of_freedom = statistics.borrowed_seed_variance(top1)
     if not np.isfinite(variance):
@@ -682,9 +684,9 @@ def comparison(
     written by :func:`record`), each side's seed noise borrowed from ``noise`` since every
     method ran once, a 95 % Student-t interval with Welch-Satterthwaite degrees of freedom.
     Columns ``top1_low`` and ``top1_high`` hold the interval of the difference,
-    ``verdict_top1`` "better" or "worse" when it leaves out zero, "within noise" when it
+    ``verdict_top1`` "better" or "worse" when it leaves out zero, "inconclusive" when it
     holds zero. A method that re-reads the reference's probabilities (the summed hierarchy)
-    shares its training run, so counting the seed noise of two runs errs towards "within noise".
+    shares its training run, so counting the seed noise of two runs errs towards "inconclusive".
     """
     shown = table.set_index("method")
     if reference not in shown.index:

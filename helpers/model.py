@@ -31,6 +31,24 @@ from helpers import config, device, losses, safe_paths
 # The folder of the workbook's own pretrained checkpoints (helpers.pretrain, `make pretrained`)
 PRETRAINED_DIR = config.REPO_ROOT / "pretrained"
 _CHECKPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Each committed checkpoint folder holds SHA256SUMS (GNU sha256sum's format), written by
+# `make pretrained` (helpers.pretrain.export_backbone) and compared before the folder is used.
+CHECKSUMS_NAME = safe_paths.CHECKSUMS_NAME
+# a keras-hub preset name (fetched by keras-hub, not a folder here)
+_KERAS_HUB_PRESET = re.compile(r"[a-z0-9_]{1,100}")
+# config.json of a Hugging Face ViT -> the profile setting whose bound (config.SETTING_RULES) it obeys
+_HF_SIZE_SETTINGS = {
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+    "num_hidden_layers": "vit_layers",
+    "hidden_size": "vit_width",
+    "num_attention_heads": "vit_heads",
+    "intermediate_size": "vit_mlp_width",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's files are damaged, differ from their checksums, or describe an impossible network."""
 
 
 def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
@@ -49,6 +67,12 @@ def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
         ``<name>`` must be a plain name (letters, digits, ".", "_", "-"; see
         ``helpers.safe_paths.plain_name``), so that writing it replaces nothing but that one
         checkpoint folder.
+
+    Anything else must be what ``config.pretrained_problem`` allows: ``hf://<owner>/<name>``
+    of plain ASCII names (returned as it is, for keras-hub to fetch), a keras-hub preset
+    name, or a local checkpoint folder that is a real directory. A local folder that holds
+    ``SHA256SUMS`` is compared with it first, and a folder in ``pretrained/`` must hold one
+    (:func:`_checked_checkpoint`). Raises UnsafePathError (a ValueError) naming what is wrong.
     """
     preset = preset or profile["pretrained"]
     if not preset:
@@ -57,6 +81,18 @@ def resolve_preset(profile: dict, preset: str | None = None) -> str | None:
     if preset.startswith("workbook:"):
         return str(workbook_checkpoint(preset.split(":", 1)[1]))
     if not preset.startswith("standin:"):
+        problem = config.pretrained_problem(preset)
+        if problem:
+            raise safe_paths.UnsafePathError(
+                f"The checkpoint to load is not usable: {problem}. Give "
+                f"{config.SETTING_RULES['pretrained'][0]}."
+            )
+        if "://" in preset or _KERAS_HUB_PRESET.fullmatch(preset):
+            return preset
+        folder = Path(preset).expanduser()
+        in_pretrained = folder.resolve().parent == PRETRAINED_DIR.resolve()
+        label = f"'workbook:{folder.resolve().name}'" if in_pretrained else str(folder)
+        _checked_checkpoint(folder, label, need_checksums=in_pretrained)
         return preset
     name = safe_paths.plain_name(preset.split(":", 1)[1], f"The checkpoint name of {preset!r}")
     checkpoints = config.output_dir(profile, "checkpoints")
@@ -87,20 +123,20 @@ def checkpoint_name(profile: dict) -> str | None:
 
 def checkpoint_sha256(profile: dict) -> str | None:
     """SHA-256 of the ``model.safetensors`` a run of ``profile`` loads, when it is a local file."""
-    import hashlib
-
     preset = resolve_preset(profile)
     path = Path(str(preset)) / "model.safetensors" if preset else None
     if path is None or not path.is_file():
         return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return safe_paths.file_sha256(path)
 
 
 def workbook_checkpoint(name: str) -> Path:
     """The folder of the committed checkpoint ``pretrained/<name>``, checked before use.
 
-    ``name`` must be a plain folder name (no path, no ``..``), and the folder must hold
-    ``config.json``, ``model.safetensors`` and ``preprocessor_config.json``.
+    ``name`` must be a plain folder name (no path, no ``..``); the folder must lie in
+    ``pretrained/`` (a link out of it is refused) and hold ``config.json``,
+    ``model.safetensors`` and ``preprocessor_config.json``, each the file its ``SHA256SUMS``
+    records (:func:`_checked_checkpoint`).
     """
     available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / "config.json").exists())
     if not _CHECKPOINT_NAME.match(name):
@@ -110,6 +146,10 @@ def workbook_checkpoint(name: str) -> Path:
             f"{', '.join(available) or 'none'}."
         )
     folder = PRETRAINED_DIR / name
+    try:
+        safe_paths.inside(PRETRAINED_DIR, name, f"The checkpoint folder of 'workbook:{name}'")
+    except safe_paths.UnsafePathError as error:
+        raise safe_paths.UnsafePathError(f"{error} {_restore_hint(folder)}") from None
     missing = [f for f in HF_FILES if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -117,6 +157,40 @@ def workbook_checkpoint(name: str) -> Path:
             f"Checkpoints here: {', '.join(available) or 'none'}. Restore the folder from git "
             "(git checkout -- pretrained/) or write it again with `make pretrained`."
         )
+    return _checked_checkpoint(folder, f"'workbook:{name}'", need_checksums=True)
+
+
+def _restore_hint(folder: Path) -> str:
+    """How to get the checkpoint folder ``folder`` back, for error messages."""
+    folder = Path(folder)
+    if folder.parent.resolve() == PRETRAINED_DIR.resolve():
+        return (
+            f"Restore the committed files with `git checkout -- pretrained/{folder.name}` or write the "
+            "checkpoint again with `make pretrained`."
+        )
+    return f"Write or download {folder} again (it is not one of the workbook's committed checkpoints)."
+
+
+def _checked_checkpoint(folder: Path, label: str, need_checksums: bool) -> Path:
+    """``folder`` after checking it as a checkpoint in the Hugging Face layout, before anything loads.
+
+    Each of :data:`HF_FILES` must be a plain file, not a link; every file ``SHA256SUMS``
+    lists must have its recorded SHA-256 (``need_checksums``: the list must be there, as in
+    every folder of ``pretrained/``). Raises CheckpointError naming the checkpoint ``label``,
+    the file, the expected and the actual hash, and how to restore the folder.
+    """
+    folder, restore = Path(folder), _restore_hint(folder)
+    for name in HF_FILES:
+        if (folder / name).is_symlink():
+            raise CheckpointError(
+                f"The checkpoint {label}: {folder / name} is a link; checkpoint files must be plain files "
+                f"in the folder. {restore}"
+            )
+    if need_checksums or (folder / CHECKSUMS_NAME).exists():
+        try:
+            safe_paths.check_checksums(folder, required=HF_FILES, restore=restore)
+        except safe_paths.ChecksumError as error:
+            raise CheckpointError(f"The checkpoint {label} failed its check: {error}") from None
     return folder
 
 
@@ -267,12 +341,59 @@ def _checkpoint_settings(preset: str) -> dict:
     keras-hub builds every ViT with LayerNorm epsilon 1e-6; Google's checkpoints were trained
     with 1e-12 (``layer_norm_eps`` in their config.json). Passing it on makes the backbone
     compute exactly what the checkpoint computes (tests/test_pretrained.py).
+
+    The sizes in ``config.json`` are checked here, before any tensor is allocated, against the
+    bounds of the matching profile settings (``config.SETTING_RULES``: ``hidden_size`` as
+    ``vit_width``, and so on): a damaged or hostile config could otherwise ask for terabytes.
     """
     from keras_hub.src.utils.preset_utils import load_json
 
-    hf_config = load_json(preset, "config.json")
-    if hf_config.get("model_type") == "vit" and "layer_norm_eps" in hf_config:
-        return {"layer_norm_epsilon": float(hf_config["layer_norm_eps"])}
+    restore = _restore_hint(Path(preset)) if "://" not in preset else ""
+    try:
+        hf_config = load_json(preset, "config.json")
+    except (OSError, ValueError) as error:
+        if "://" in preset:
+            raise  # a download that failed says so itself
+        raise CheckpointError(
+            f"The config.json of checkpoint {preset} cannot be read ({type(error).__name__}: {error}). "
+            f"{restore}"
+        ) from error
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"The config.json of checkpoint {preset} is not a JSON object. {restore}")
+    if hf_config.get("model_type") != "vit":
+        if "://" in preset or _KERAS_HUB_PRESET.fullmatch(preset):
+            return {}  # a keras-hub preset in its own format: keras-hub reads and checks it
+        raise CheckpointError(
+            f"The config.json of checkpoint {preset} says model_type={hf_config.get('model_type')!r}; "
+            f"a local checkpoint must be a Hugging Face ViT ('vit'). {restore}"
+        )
+    sizes = {setting: hf_config.get(key) for key, setting in _HF_SIZE_SETTINGS.items()}
+    for key, setting in _HF_SIZE_SETTINGS.items():
+        allowed, test = config.SETTING_RULES[setting]
+        if not test(hf_config.get(key)):
+            raise CheckpointError(
+                f"The config.json of checkpoint {preset} says {key}={hf_config.get(key)!r}; it must be "
+                f"{allowed} (the bound of the setting {setting}). {restore}"
+            )
+    try:
+        config.check_settings(sizes)
+    except config.SettingError as error:
+        raise CheckpointError(
+            f"The config.json of checkpoint {preset} describes no usable ViT: {error} {restore}"
+        ) from None
+    if hf_config.get("num_channels", 3) != 3:
+        raise CheckpointError(
+            f"The config.json of checkpoint {preset} says num_channels={hf_config['num_channels']!r}; "
+            f"the workbook's images are RGB (3). {restore}"
+        )
+    if "layer_norm_eps" in hf_config:
+        epsilon = hf_config["layer_norm_eps"]
+        if not config._number(0, 1, low_open=True)[1](epsilon):
+            raise CheckpointError(
+                f"The config.json of checkpoint {preset} says layer_norm_eps={epsilon!r}; it must be a "
+                f"number in (0, 1]. {restore}"
+            )
+        return {"layer_norm_epsilon": float(epsilon)}
     return {}
 
 
@@ -281,15 +402,36 @@ def build_backbone(profile: dict, preset: str | None = None):
 
     It computes in the profile's precision on this machine (``device.precision``: float32,
     or a mixed policy on a GPU), set on the backbone alone, never as Keras's global policy.
+    A checkpoint is checked first (:func:`resolve_preset`, :func:`_checkpoint_settings`:
+    its checksums, the sizes in its config.json); a local one whose files then fail to load
+    (a truncated file, tensors of other shapes than its config says) raises CheckpointError
+    naming it and how to restore it, and so does a checkpoint with a weight that is not finite.
     """
     import keras_hub
 
     preset = resolve_preset(profile, preset)
     policy = device.precision(profile)
     if preset:
-        return keras_hub.models.ViTBackbone.from_preset(
-            str(preset), dtype=policy, **_checkpoint_settings(str(preset))
-        )
+        preset = str(preset)
+        settings = _checkpoint_settings(preset)
+        local = "://" not in preset and not _KERAS_HUB_PRESET.fullmatch(preset)
+        restore = _restore_hint(Path(preset)) if local else ""
+        try:
+            backbone = keras_hub.models.ViTBackbone.from_preset(preset, dtype=policy, **settings)
+        except Exception as error:
+            if not local:
+                raise
+            raise CheckpointError(
+                f"The checkpoint {preset} could not be loaded: {type(error).__name__}: {error}. Its files "
+                f"are damaged or do not fit its config.json. {restore}"
+            ) from error
+        broken = [w.path for w in backbone.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+        if broken:
+            raise CheckpointError(
+                f"The checkpoint {preset} holds weights that are NaN or infinite, in {', '.join(broken[:5])}"
+                f"{' and more' if len(broken) > 5 else ''}. {restore}"
+            )
+        return backbone
     size, patch = profile["image_size"], profile["patch_size"]
     return keras_hub.models.ViTBackbone(
         image_shape=(size, size, 3),
@@ -515,6 +657,14 @@ def image_dataset(
     epoch when ``training``, and augmented batch by batch by ``augment`` (each image still
     draws its own operations). Targets are :func:`labels_of` rows. Remove unreadable files
     first with ``images.readable_rows``.
+
+    Randomness: the shuffle and one augmentation seed per batch are drawn by ``tf.data``
+    from ``seed`` and TensorFlow's global seed as it is when the pipeline is built, anew on
+    each pass (epoch) in a fixed sequence. So a pipeline built right after
+    ``keras.utils.set_random_seed`` (as ``experiments.run_experiment`` does) gives the same
+    batches and the same augmented images, epoch by epoch, in any process and whatever ran
+    before; each batch carries its seed, so the threads that augment batches side by side
+    cannot change what a batch gets.
     """
     import tensorflow as tf
 
@@ -544,8 +694,23 @@ def image_dataset(
     drop = training and len(paths) >= batch_size
     data = data.batch(batch_size, drop_remainder=drop).map(lambda x, y: (tf.cast(x, "float32"), y))
     if augment is not None:
-        data = data.map(_augment_outside_tf_data(augment), num_parallel_calls=tf.data.AUTOTUNE)
+        data = tf.data.Dataset.zip(data, _augmentation_seeds(seed)).map(
+            _augment_outside_tf_data(augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def _augmentation_seeds(seed: int):
+    """An endless ``tf.data`` stream of stateless seeds, (2,) int32, one per batch to augment.
+
+    Drawn from ``seed`` and TensorFlow's global seed when it is built; each pass over it
+    (each epoch of the pipeline it is zipped into) draws a new sequence, the same one in
+    every process. Zip it with the batches before :func:`_augment_outside_tf_data`.
+    """
+    import tensorflow as tf
+
+    pairs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return pairs.map(lambda pair: tf.cast(tf.math.floormod(pair, 2**31 - 1), "int32"))
 
 
 def _augment_outside_tf_data(augment):
@@ -557,14 +722,17 @@ def _augment_outside_tf_data(augment):
     operations) run side by side. ``tf.py_function`` calls it that way from the pipeline:
     training with RandAugment went from 0.70x to 0.87-0.92x the rate of the model alone
     (64 px, batch 64, this repository's make bench set-up). The pipeline must run in this
-    Python process, as Keras's ``fit`` runs it.
+    Python process, as Keras's ``fit`` runs it. The map takes ((images, targets), seed):
+    each batch's (2,) seed (:func:`image_dataset`) decides its draws, so batches augmented
+    on parallel threads get what they would get one after another.
     """
     import tensorflow as tf
 
-    step = tf.function(lambda images: augment(images, training=True))
+    step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
 
-    def augmented(images, targets):
-        result = tf.py_function(step, [images], tf.float32)
+    def augmented(batch, seed):
+        images, targets = batch
+        result = tf.py_function(step, [images, seed], tf.float32)
         result.set_shape(images.shape)
         return result, targets
 
@@ -583,8 +751,17 @@ def jit_compile(profile: dict):
 
 
 def run_dir(profile: str | dict, name: str) -> Path:
-    """The folder of training run ``name``: ``build/<profile>/runs/<name>``."""
-    return config.output_dir(profile, "runs") / name
+    """The folder of training run ``name``: ``build/<profile>/runs/<name>``.
+
+    :func:`train` deletes and writes in this folder, so ``name`` must be a plain name
+    (letters, digits, ".", "_", "-", not starting with "."; ``safe_paths.plain_name``) and
+    ``runs/<name>`` must not be a link out of ``runs/``; otherwise UnsafePathError, before
+    anything is written.
+    """
+    safe_paths.plain_name(name, "The run name")
+    runs = config.output_dir(profile, "runs")
+    safe_paths.inside(runs, name, "The run folder")
+    return runs / name
 
 
 def train(
@@ -692,10 +869,37 @@ def write_summary(folder: Path, summary: dict) -> None:
 
 
 def load_model(folder: Path, which: str = "best"):
-    """Load ``best.keras`` or ``last.keras`` of a run (custom losses are not needed to predict)."""
+    """Load ``best.keras`` or ``last.keras`` of a run (custom losses are not needed to predict).
+
+    The workbook's models hold a Lambda layer, so they load with ``safe_mode=False``: a
+    ``.keras`` file may then run the Python code it carries. So only a run folder of this
+    workbook's build is loaded: ``folder`` must resolve (links followed) to
+    ``<build>/<profile>/runs/<plain name>`` of one of the profiles (:func:`run_dir`), and the
+    file must be a plain file there. Anything else raises UnsafePathError before the file is
+    opened.
+    """
     from helpers import augment  # noqa: F401 (registers RandAugmentLayer, inside models trained on a GPU)
 
-    return keras.saving.load_model(Path(folder) / f"{which}.keras", compile=False, safe_mode=False)
+    if which not in ("best", "last"):
+        raise ValueError(f"which={which!r}: a run keeps 'best' (best.keras) and 'last' (last.keras).")
+    folder = Path(folder)
+    resolved = folder.resolve()
+    runs_folders = {(config.build_dir(name) / "runs").resolve() for name in config.PROFILES}
+    path = folder / f"{which}.keras"
+    if resolved.parent not in runs_folders or not safe_paths.is_plain_name(resolved.name):
+        raise safe_paths.UnsafePathError(
+            f"load_model loads only the run folders of this workbook's build, such as "
+            f"{config.build_dir('default') / 'runs' / 'baseline'}; {folder} (resolved: {resolved}) is not "
+            "one. A .keras file can run the Python code it carries when it is loaded, and these models "
+            "are loaded with that allowed (safe_mode=False, for their Lambda layer). Train the model "
+            "here (helpers.experiments.run_experiment), or copy a run folder you trust into runs/."
+        )
+    if path.is_symlink() or not path.is_file() or path.resolve() != resolved / path.name:
+        raise safe_paths.UnsafePathError(
+            f"{path} is missing or not a plain file in its run folder (a link, say): train the run again "
+            "(its notebook) to write it."
+        )
+    return keras.saving.load_model(path, compile=False, safe_mode=False)
 
 
 def load_dataset(profile: str | dict, extra: str | None = None) -> tuple[pd.DataFrame, Path]:

@@ -386,9 +386,13 @@ def _environment(values: dict[str, str]):
                 os.environ[name] = value
 
 
+# its own lock file: a download in the same folder (safe_paths.LOCK_NAME) is another job
+RUNNER_LOCK_NAME = ".runner.lock"
+
+
 def _lock_holder(folder: Path) -> dict:
     """What ``folder``'s lock file says about its holder (pid, host, started); {} if unreadable."""
-    path = Path(folder) / safe_paths.LOCK_NAME
+    path = Path(folder) / RUNNER_LOCK_NAME
     try:
         if path.is_symlink():  # never a lock file the workbook wrote
             return {}
@@ -449,7 +453,7 @@ def build_lock(profile: str | dict, wait_s: float = 0.0):
         yield folder
         return
     try:
-        lock = safe_paths.FolderLock(folder, wait_s=wait_s).acquire()
+        lock = safe_paths.FolderLock(folder, wait_s=wait_s, name=RUNNER_LOCK_NAME, purpose="runner").acquire()
     except safe_paths.FolderLocked:
         holder = safe_paths.describe_holder(_lock_holder(folder))
         waited = f" (waited {wait_s:g} s)" if wait_s else ""

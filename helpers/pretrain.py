@@ -14,7 +14,8 @@ hidden at random; the ViT encodes the visible quarter (plus its class token), an
 decoder, discarded afterwards, predicts the hidden patches' pixels (each patch normalised
 to mean 0 and variance 1, MAE's "normalised pixel" target). Why this task, here:
 
-* it needs no labels at all, so no geocell and no coordinate can leak into the weights;
+* it needs no labels at all: no geocell and no coordinate is an input or a target (what the
+  weights can know of *where* is only what the scenes themselves show; see the data below);
 * it is the cheapest of the usual choices on two CPU cores: the encoder sees 17 of 65
   tokens, so a step costs about a third of a classification step, where a contrastive
   method (SimCLR) runs the encoder twice per image on two augmented views and needs large
@@ -25,13 +26,24 @@ to mean 0 and variance 1, MAE's "normalised pixel" target). Why this task, here:
 * MAE features are known to fine-tune well even where a linear read-out of them is weak
   (He et al., Table 3 and §5), which is how the report used its checkpoint.
 
-**The data** are synthetic scenes (:mod:`helpers.synthetic`) that are not in any image set
-of the workbook: places near the report's locations but moved 0.3-3 km in a random
-direction (none within 50 m of any of the 42,570 locations, so no scene is one of a
-profile's places), rendered on capture days 100 and later (the image sets use days 0 and
-1), with each image's weather drawn at random (no capture session follows a place). The
-scenes come from the same renderer (the same "Denmark"), as ImageNet photos come from the
-same world as Street View.
+**The data** are unlabelled synthetic scenes (:mod:`helpers.synthetic`) of the same
+synthetic world as the image sets, around *training* places only. The ``default``
+profile's image set and its split are computed as notebooks 01-03 compute them
+(:func:`image_set_locations`, no build needed). Each pretext place is one of its training
+locations moved 0.3-3 km in a random direction, and is drawn again if it comes closer to
+a validation or test location than that location's nearest training location, or than the
+median distance from a validation location to its nearest training location (0.50 km;
+:func:`held_out_radius_km`): the pretraining never sees a held-out place from closer than
+the training set does. A larger quantile would push the places out of the towns, where most
+of the image set is (measured on candidates drawn as here: the median keeps 71 % of them;
+0.75 sets a 1.17 km floor, keeps 52 % and left two cells without any of 4,000 places; 0.9:
+3.67 km, 18 %, 32 cells without). No place lies within 50 m of any of the report's 42,570
+locations, so no scene is one of any profile's places. The scenes are captured on days 100
+and later and in weather sessions 1000-1047 (:func:`pretext_captures`); the image sets use
+days 0 and 1 and sessions 0-47, so no sky of the pretraining is a sky of an image set, and
+a session never follows a place. The renderer draws a place from smooth maps of Denmark, so
+the scenes show what the regions of the training places look like (held-out places of the
+same regions included), as ImageNet photos come from the same world as Street View.
 
 ``python -m helpers.pretrain`` (``make pretrained``) runs :data:`RECIPE` and writes
 ``pretrained/<name>/``; ``make all`` never runs it. ``--smoke`` runs :data:`SMOKE_RECIPE`
@@ -43,6 +55,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -51,7 +64,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import geo, model, synthetic
+from helpers import geo, model, safe_paths, synthetic
 
 CHECKPOINT_NAME = "street-mae-vit"
 PRETRAINED_DIR = model.PRETRAINED_DIR
@@ -76,10 +89,19 @@ RECIPE = {
     "decoder_width": 64,
     "decoder_layers": 1,
     "decoder_heads": 4,
-    "move_km": (0.3, 3.0),  # each place: a report location moved this far in a random direction
-    "min_distance_km": 0.05,  # and no closer than this to any report location
+    # whose image set's validation and test places the pretext keeps away from (helpers.images
+    # splits it as notebook 03 does); the rehearsal profile draws its own places and split
+    "held_out_profile": "default",
+    "move_km": (0.3, 3.0),  # each place: a *training* location moved this far in a random direction
+    # and no closer to a validation or test location than that location's nearest training
+    # location, nor than this quantile (the median) of validation locations' distance to theirs
+    "held_out_quantile": 0.5,
+    "min_distance_km": 0.05,  # and no closer than this to any of the report's 42,570 locations
     "first_day": 100,  # capture days 100, 101, ...: the image sets use days 0 and 1
     "images_per_day": 2_000,
+    # weather: sessions 1000-1047, whose draws no image set makes (they draw sessions 0-47)
+    "first_session": 1_000,
+    "sessions": 48,
     "world_seed": 0,  # the renderer's Denmark: the same as every profile's (seed 0)
     "seed": 2023,  # places, weather, masks and initial weights
     "jit_compile": True,  # XLA: 1.4x the steps/s on 2 cores once compiled (about 40 s)
@@ -104,27 +126,101 @@ SMOKE_RECIPE = {
 # --- data ---------------------------------------------------------------------------------
 
 
-def pretext_places(reference: pd.DataFrame, n: int, recipe: dict) -> pd.DataFrame:
-    """``n`` places (lat, lng in degrees) near ``reference`` locations but none of them.
+def image_set_locations(profile_name: str = "default") -> pd.DataFrame:
+    """The locations of a synthetic profile's image set and their split, as notebooks 01-03 make them.
 
-    Each starts at a reference location drawn at random (so places follow where people
-    live, as the image sets do) and moves ``recipe["move_km"]`` km in a random direction;
-    a place closer than ``recipe["min_distance_km"]`` to any reference location is drawn
-    again.
+    Columns ``lat``, ``lng`` (degrees), ``cell`` and ``split`` ("train", "val", "test"), one
+    row per image of ``dataset.csv``, in its order. Computed from the same functions, data
+    and seed as the notebooks (locations, municipalities, ``geo.make_geocells``,
+    ``geo.sample_per_cell``, ``images.split_dataset``), so it needs no build: ``make
+    pretrained`` runs on a fresh clone before any notebook has.
+    """
+    from helpers import config, datasets, images
+
+    profile = config.get_profile(profile_name)
+    if profile["image_source"] != "synthetic":
+        raise ValueError(
+            f"Profile {profile_name!r} downloads its images (image_source {profile['image_source']!r}), "
+            "so its split depends on what the download returned; name a synthetic profile such as "
+            "'default'."
+        )
+    municipalities = datasets.load_municipalities()
+    located = geo.assign_municipality(datasets.load_locations(profile), municipalities)
+    labels, _ = geo.make_geocells(located, municipalities, n_cells=profile["n_cells"], seed=profile["seed"])
+    table = pd.DataFrame(located.loc[labels.index].drop(columns="geometry")).assign(cell=labels)
+    subarea = "postcode" if "postcode" in table.columns else None  # notebook 03's rule
+    chosen = geo.sample_per_cell(
+        table, table["cell"], profile["images_per_cell"], seed=profile["seed"], subarea=subarea, warn=False
+    )
+    chosen = chosen[["lat", "lng", "cell"]].reset_index(drop=True)
+    return images.split_dataset(chosen, seed=profile["seed"])
+
+
+def held_out_radius_km(image_set: pd.DataFrame, quantile: float) -> tuple[pd.DataFrame, float]:
+    """How close a pretext place may come to each validation and test location of ``image_set``.
+
+    Returns (the validation and test rows with a column ``radius_km``, the floor in km). A
+    location's radius is its distance to its nearest training location, but at least the
+    floor: ``quantile`` of the validation locations' distances to their nearest training
+    location. So the pretraining never sees a held-out place from closer than the training
+    set does, and never from closer than a typical validation location's training neighbour.
+    """
+    train = image_set[image_set["split"] == "train"]
+    held_out = image_set[image_set["split"].isin(["val", "test"])].reset_index(drop=True)
+    if train.empty or held_out.empty:
+        raise ValueError("The image set needs training and validation/test rows (a 'split' column).")
+    to_train = geo_tree(train).query(geo.metric_xy_km(held_out["lat"], held_out["lng"]), k=1)[0][:, 0]
+    floor = float(np.quantile(to_train[held_out["split"].to_numpy() == "val"], quantile))
+    return held_out.assign(radius_km=np.maximum(to_train, floor)), floor
+
+
+def too_close_to_held_out(lat, lng, held_out: pd.DataFrame) -> np.ndarray:
+    """Whether each place (lat, lng degrees) lies within some held-out location's ``radius_km``."""
+    tree = geo_tree(held_out)
+    radius = held_out["radius_km"].to_numpy()
+    neighbours, distances = tree.query_radius(
+        geo.metric_xy_km(lat, lng), r=radius.max(), return_distance=True
+    )
+    return np.array([bool((d < radius[n]).any()) for n, d in zip(neighbours, distances, strict=True)])
+
+
+def pretext_places(
+    image_set: pd.DataFrame, n: int, recipe: dict, avoid: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``n`` places (lat, lng in degrees) around ``image_set``'s training locations only.
+
+    Each starts at a training location drawn at random (so places follow where the image set
+    is dense) and moves ``recipe["move_km"]`` km in a random direction. A place is drawn
+    again when it lies within a validation or test location's radius
+    (:func:`held_out_radius_km` with ``recipe["held_out_quantile"]``), or closer than
+    ``recipe["min_distance_km"]`` to any location of ``image_set`` or of ``avoid`` (e.g. the
+    report's 42,570, which other profiles sample from). Column ``origin`` is the row of
+    ``image_set`` each place started from; the pretraining never reads it.
     """
     rng = np.random.default_rng([recipe["seed"], 1])
-    tree = geo_tree(reference)
+    held_out, _ = held_out_radius_km(image_set, recipe["held_out_quantile"])
+    train = image_set.index[image_set["split"] == "train"].to_numpy()
+    start_latlng = image_set.loc[train, ["lat", "lng"]].to_numpy()
+    taken = [image_set[["lat", "lng"]]] + ([avoid[["lat", "lng"]]] if avoid is not None else [])
+    occupied = geo_tree(pd.concat(taken))
     low, high = recipe["move_km"]
-    places = np.empty((0, 2))
-    while len(places) < n:
-        start = reference[["lat", "lng"]].to_numpy()[rng.integers(len(reference), size=2 * n)]
+    kept = []
+    for _ in range(200):  # each round draws 2n candidates; in the default recipe about 70 % survive
+        pick = rng.integers(len(train), size=2 * n)
         bearing, distance = rng.uniform(0, 2 * np.pi, 2 * n), rng.uniform(low, high, 2 * n)
+        start = start_latlng[pick]
         lat = start[:, 0] + distance * np.cos(bearing) / 111.2
         lng = start[:, 1] + distance * np.sin(bearing) / (111.2 * np.cos(np.radians(start[:, 0])))
-        nearest = tree.query(geo.metric_xy_km(lat, lng), k=1)[0][:, 0]
-        keep = nearest >= recipe["min_distance_km"]
-        places = np.concatenate([places, np.column_stack([lat, lng])[keep]])
-    return pd.DataFrame(places[:n], columns=["lat", "lng"])
+        nearest = occupied.query(geo.metric_xy_km(lat, lng), k=1)[0][:, 0]
+        keep = (nearest >= recipe["min_distance_km"]) & ~too_close_to_held_out(lat, lng, held_out)
+        kept.append(pd.DataFrame({"lat": lat[keep], "lng": lng[keep], "origin": train[pick[keep]]}))
+        if sum(len(part) for part in kept) >= n:
+            return pd.concat(kept, ignore_index=True).iloc[:n]
+    raise ValueError(
+        f"Only {sum(len(part) for part in kept):,} of {n:,} pretext places kept their distance from the "
+        f"validation and test locations; widen move_km {recipe['move_km']} or lower held_out_quantile "
+        f"{recipe['held_out_quantile']}."
+    )
 
 
 def geo_tree(reference: pd.DataFrame):
@@ -134,23 +230,30 @@ def geo_tree(reference: pd.DataFrame):
     return KDTree(geo.metric_xy_km(reference["lat"].to_numpy(), reference["lng"].to_numpy()))
 
 
-def render_pretext_images(places: pd.DataFrame, geography: dict, recipe: dict) -> np.ndarray:
-    """The pretext images of ``places``: (n, size, size, 3) uint8.
+def pretext_captures(n: int, recipe: dict) -> pd.DataFrame:
+    """The capture ``session`` and ``day`` of each of ``n`` pretext images, in order.
 
-    Capture day ``first_day + i // images_per_day`` for the i-th place; every image's
-    weather is one of the renderer's sessions drawn at random, independent of its place.
+    Day ``first_day + i // images_per_day`` for the i-th image; its session is drawn at
+    random, independent of its place, from ``sessions`` numbers starting at
+    ``first_session``: weather draws of the renderer that no image set makes (image sets
+    draw sessions 0 to ``synthetic.N_SESSIONS - 1`` on days 0 and 1).
     """
     rng = np.random.default_rng([recipe["seed"], 2])
+    sessions = recipe["first_session"] + rng.integers(recipe["sessions"], size=n)
+    days = recipe["first_day"] + np.arange(n) // recipe["images_per_day"]
+    return pd.DataFrame({"session": sessions, "day": days})
+
+
+def render_pretext_images(places: pd.DataFrame, geography: dict, recipe: dict) -> np.ndarray:
+    """The pretext images of ``places``: (n, size, size, 3) uint8, captured per :func:`pretext_captures`."""
     size, world = recipe["image_size"], recipe["world_seed"]
     features = synthetic.scene_features(places["lat"], places["lng"], geography, seed=world)
-    sessions = rng.integers(synthetic.N_SESSIONS, size=len(places))
+    captures = pretext_captures(len(places), recipe)
     images = np.empty((len(places), size, size, 3), dtype=np.uint8)
-    step = recipe["images_per_day"]
-    for start in range(0, len(places), step):
-        chunk = slice(start, start + step)
-        day = recipe["first_day"] + start // step
-        images[chunk] = synthetic.render_locations(
-            places.iloc[chunk], features.iloc[chunk], sessions[chunk], size, day=day, seed=world
+    for day, rows in captures.groupby("day").indices.items():
+        sessions = captures["session"].to_numpy()[rows]
+        images[rows] = synthetic.render_locations(
+            places.iloc[rows], features.iloc[rows], sessions, size, day=int(day), seed=world
         )
     return images
 
@@ -316,7 +419,13 @@ def hf_tensors(backbone) -> dict:
 
 
 def export_backbone(backbone, folder: Path, extra: dict | None = None) -> Path:
-    """Write ``backbone`` to ``folder`` in the Hugging Face layout; ``extra`` goes to pretraining.json."""
+    """Write ``backbone`` to ``folder`` in the Hugging Face layout; ``extra`` goes to pretraining.json.
+
+    Beside the files goes ``SHA256SUMS``: the SHA-256 of each of them, in the format of GNU
+    ``sha256sum`` (``sha256sum -c SHA256SUMS`` checks it). ``helpers.model`` compares the
+    files of ``pretrained/<name>`` with it before loading them. The folder is written
+    complete under a temporary name and then renamed into place.
+    """
     size = backbone.image_shape[0]
     hf_config = model.hf_vit_config(
         image_size=size,
@@ -328,30 +437,44 @@ def export_backbone(backbone, folder: Path, extra: dict | None = None) -> Path:
         layer_norm_eps=backbone.layer_norm_epsilon,
     )
     extra_files = {"pretraining.json": json.dumps(extra, indent=2)} if extra else {}
-    model.write_hf_folder(folder, hf_tensors(backbone), hf_config, size, extra_files)
-    return Path(folder)
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.export")
+    model.write_hf_folder(staging, hf_tensors(backbone), hf_config, size, extra_files)
+    safe_paths.write_checksums(staging, [*model.HF_FILES, *extra_files])
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
 
 
 # --- the recipe -------------------------------------------------------------------------------
 
 
 def pretrain(
-    recipe: dict, folder: Path, geography: dict | None = None, reference=None, verbose: int = 2
+    recipe: dict,
+    folder: Path,
+    geography: dict | None = None,
+    reference=None,
+    image_set: pd.DataFrame | None = None,
+    verbose: int = 2,
 ) -> dict:
     """Run ``recipe`` and write its encoder to ``folder``; return the record (also in pretraining.json).
 
-    ``reference`` (the report's 42,570 locations) and ``geography``
-    (``synthetic.build_geography``) are loaded when not given. The record holds the recipe,
-    the loss per epoch, the time of each stage (s) and where the data came from.
+    ``reference`` (the report's 42,570 locations), ``geography``
+    (``synthetic.build_geography``) and ``image_set`` (the held-out profile's locations and
+    split, :func:`image_set_locations`) are computed when not given. The record holds the
+    recipe, the loss per epoch, the time of each stage (s), where the data came from and
+    how far it stayed from the held-out places; ``folder/README.md`` says the same in prose.
     """
-    from helpers import datasets
+    from helpers import config, datasets
 
     started = time.perf_counter()
     if reference is None:
         reference = datasets.load_report_locations()
     if geography is None:
         geography = synthetic.build_geography(reference, datasets.load_municipalities())
-    places = pretext_places(reference, recipe["images"], recipe)
+    if image_set is None:
+        image_set = image_set_locations(recipe["held_out_profile"])
+    places = pretext_places(image_set, recipe["images"], recipe, avoid=reference)
     pictures = render_pretext_images(places, geography, recipe)
     rendered = time.perf_counter()
 
@@ -386,20 +509,113 @@ def pretrain(
         "pretext": "masked autoencoder (He et al., 2022): 75 % of patches hidden, normalised pixels",
         "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
         "loss_per_epoch": [round(float(v), 4) for v in history.history["loss"]],
-        "data": (
-            f"{len(pictures):,} synthetic scenes (helpers.synthetic, renderer version "
-            f"{synthetic.RENDERER_VERSION}) at {recipe['image_size']} px: places moved "
-            f"{recipe['move_km'][0]}-{recipe['move_km'][1]} km from the report's locations (none within "
-            f"{recipe['min_distance_km'] * 1000:.0f} m of one), capture days {recipe['first_day']} and "
-            "later, "
-            "weather drawn at random; no geocell labels, no coordinates"
-        ),
+        **data_record(places, image_set, recipe),
         "seconds_rendering": round(rendered - started, 1),
         "seconds_training": round(trained - rendered, 1),
         "keras_backend": keras.backend.backend(),
     }
     export_backbone(backbone, folder, record)
+    with config.atomic_target(Path(folder) / "README.md") as temporary:
+        temporary.write_text(checkpoint_readme(record))
     return record
+
+
+def places_fingerprint(places: pd.DataFrame) -> str:
+    """SHA-256 of the places' (lat, lng) rounded to 1e-6 degrees (about 0.1 m), in order.
+
+    Rounded so that the last bits of another machine's trigonometry do not change it.
+    """
+    rounded = np.round(places[["lat", "lng"]].to_numpy(dtype="float64"), 6) + 0.0  # no -0.0
+    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()
+
+
+def data_record(places: pd.DataFrame, image_set: pd.DataFrame, recipe: dict) -> dict:
+    """What the pretext data are and how far they kept from the held-out places (pretraining.json).
+
+    ``data``: one sentence; ``held_out``: the held-out profile, its numbers of validation and
+    test locations, the rule's floor (km) and the pretext places' nearest approach to a
+    held-out location (km); ``places_sha256``: :func:`places_fingerprint` of the places.
+    """
+    held_out, floor = held_out_radius_km(image_set, recipe["held_out_quantile"])
+    nearest = geo_tree(held_out).query(geo.metric_xy_km(places["lat"], places["lng"]), k=1)[0][:, 0]
+    to_pretext = geo_tree(places).query(geo.metric_xy_km(held_out["lat"], held_out["lng"]), k=1)[0][:, 0]
+    captures = pretext_captures(len(places), recipe)
+    low, high = recipe["move_km"]
+    profile = recipe["held_out_profile"]
+    first, last = recipe["first_session"], recipe["first_session"] + recipe["sessions"] - 1
+    data = (
+        f"{len(places):,} unlabelled synthetic scenes at {recipe['image_size']} px from the workbook's "
+        f"renderer (helpers.synthetic, version {synthetic.RENDERER_VERSION}): the same synthetic Denmark "
+        f"as the image sets, around training places only. Each place is a training location of the "
+        f"{profile} profile's image set moved {low}-{high} km, and lies no closer to any of its "
+        f"validation or test locations than that location's nearest training location, nor closer than "
+        f"{floor:.2f} km (the median distance from a validation location to the training set); the "
+        f"nearest comes within {nearest.min():.2f} km. Capture days {captures['day'].min()}-"
+        f"{captures['day'].max()} and weather sessions {first}-{last}, which no image set uses (they use "
+        f"days 0 and 1, sessions 0-{synthetic.N_SESSIONS - 1}). The pretext reads pixels only: no geocell "
+        "label and no coordinate enters its loss, but a scene's content follows its place, so the "
+        "encoder has seen what the training places' surroundings look like."
+    )
+    return {
+        "data": data,
+        "held_out": {
+            "profile": profile,
+            "validation_locations": int((held_out["split"] == "val").sum()),
+            "test_locations": int((held_out["split"] == "test").sum()),
+            "floor_km": round(floor, 3),
+            "nearest_pretext_place_km": round(float(nearest.min()), 3),
+            "median_nearest_pretext_place_km": round(float(np.median(to_pretext)), 3),
+        },
+        "places_sha256": places_fingerprint(places),
+    }
+
+
+def checkpoint_readme(record: dict) -> str:
+    """The checkpoint folder's README.md: what the encoder saw and did not see, from ``record``."""
+    import textwrap
+
+    recipe, held = record["recipe"], record["held_out"]
+    losses = record["loss_per_epoch"]
+    architecture = (
+        f"{recipe['vit_layers']} layers, width {recipe['vit_width']}, {recipe['vit_heads']} heads, "
+        f"{recipe['patch_size']}-pixel patches, {recipe['image_size']} px"
+    )
+    paragraphs = [
+        "# street-mae-vit: the workbook's small pretrained ViT",
+        "Written by `make pretrained` (`python -m helpers.pretrain`, the recipe `RECIPE` in "
+        "`helpers/pretrain.py`); every number here comes from `pretraining.json` beside it.",
+        f"**What it is.** A keras-hub `ViTBackbone` ({architecture}) in the Hugging Face layout, "
+        "self-supervised on unlabelled images of the same synthetic world, around training places "
+        f"only: {record['pretext']}; {recipe['epochs']} epochs; reconstruction error {losses[0]} after "
+        f"the first epoch, {losses[-1]} after the last (1.0 is predicting nothing).",
+        f"**What it saw.** {record['data']}",
+        "**What it did not see.**",
+        f"- any validation or test place of the `{held['profile']}` profile's image set from closer "
+        f"than its nearest training location, or than {held['floor_km']} km: the pretext place "
+        f"nearest to any of its {held['validation_locations']} validation and {held['test_locations']} "
+        f"test locations is {held['nearest_pretext_place_km']} km away, and half of those locations "
+        f"have none within {held['median_nearest_pretext_place_km']} km;",
+        "- any image of any image set, or any capture day or weather session an image set uses;",
+        "- any geocell label or coordinate, as an input or as a target.",
+        "**What that does not rule out.** The renderer draws a place's houses, colours, hills and "
+        "trees from smooth maps of Denmark, so scenes near a training place look like the region "
+        "around it, held-out places of the same region included, as ImageNet photos look like the "
+        "world that Street View photographs. The rule holds for the "
+        f"`{held['profile']}` profile as committed (its seed and images per cell): another seed, or "
+        "the `rehearsal` profile, samples and splits other places, which these scenes may come "
+        "closer to.",
+        f"`places_sha256` fingerprints the {recipe['images']:,} places, so that `tests/test_pretrain.py` "
+        "can recompute them and check the rule against the split of today's code.",
+    ]
+    filled = [
+        textwrap.fill(text, 96, subsequent_indent="  " if text.startswith("- ") else "")
+        for text in paragraphs
+    ]
+    text = filled[0]
+    for previous, paragraph, block in zip(paragraphs, paragraphs[1:], filled[1:], strict=False):
+        in_list = previous.startswith("- ") and paragraph.startswith("- ")  # list items: no blank line
+        text += ("\n" if in_list else "\n\n") + block
+    return text + "\n"
 
 
 def _pretext_dataset(pictures: np.ndarray, batch: int, seed: int):
@@ -412,12 +628,8 @@ def _pretext_dataset(pictures: np.ndarray, batch: int, seed: int):
 
 
 def sha256(path: Path) -> str:
-    """The SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a file, hex (``safe_paths.file_sha256``)."""
+    return safe_paths.file_sha256(path)
 
 
 def main(argv=None) -> None:
@@ -433,9 +645,15 @@ def main(argv=None) -> None:
     folder = args.output / args.name
     record = pretrain(SMOKE_RECIPE if args.smoke else RECIPE, folder)
     print(json.dumps({k: v for k, v in record.items() if k != "recipe"}, indent=2))
-    for name in sorted(p.name for p in folder.iterdir()):
+    # export_backbone's SHA256SUMS, checked against the files, and extended to the files written
+    # after it (README.md): every committed file of the folder is listed; commit SHA256SUMS too
+    listed = safe_paths.check_checksums(folder, required=model.HF_FILES)
+    later = [p.name for p in folder.iterdir() if p.is_file() and safe_paths.is_plain_name(p.name)]
+    safe_paths.write_checksums(folder, sorted({*listed, *later} - {safe_paths.CHECKSUMS_NAME}))
+    for name, digest in safe_paths.check_checksums(folder, required=model.HF_FILES).items():
         path = folder / name
-        print(f"{path}  {path.stat().st_size / 1e6:.2f} MB  sha256 {sha256(path)}")
+        print(f"{path}  {path.stat().st_size / 1e6:.2f} MB  sha256 {digest}")
+    print(f"{folder / safe_paths.CHECKSUMS_NAME}: checked")
 
 
 if __name__ == "__main__":

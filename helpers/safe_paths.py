@@ -11,9 +11,11 @@ Before the workbook writes or deletes anything it goes through one of these:
   person chose, such as a checkpoint's);
 * :func:`inside` resolves a relative path against its folder (links included) and refuses
   it unless the result lies inside that folder;
-* :class:`FolderLock` lets one download at a time write into a folder; a second one stops
-  with the name of the first (pid, host, start time), and the lock of a run that was killed
-  is recognised and taken over.
+* :func:`check_checksums` compares the files of a folder with its ``SHA256SUMS`` (written by
+  :func:`write_checksums`) before they are used, e.g. a committed checkpoint;
+* :class:`FolderLock` lets one process at a time write into a folder; a second one stops
+  with the name of the first (pid, host, start time). The lock file is never followed
+  through a link, the lock of a run killed on this host is taken over, another host's never.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -97,7 +100,89 @@ def inside(folder: Path, relative, what: str = "path") -> Path:
     return target
 
 
-# --- one download per folder ----------------------------------------------------------------
+# --- files that are what a checksum list says -------------------------------------------------
+
+CHECKSUMS_NAME = "SHA256SUMS"
+
+
+class ChecksumError(ValueError):
+    """A file differs from the SHA-256 its folder's checksum list records, or the list is missing."""
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path``, hex, read 1 MB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path, names) -> Path:
+    """Write ``folder/SHA256SUMS``: one line ``<sha256>  <name>`` per file of ``names``.
+
+    The format of GNU ``sha256sum``, so ``cd folder && sha256sum -c SHA256SUMS`` checks it
+    too. Written atomically (a temporary file renamed into place).
+    """
+    folder = Path(folder)
+    lines = [f"{file_sha256(folder / plain_name(n, 'A checksummed file'))}  {n}\n" for n in sorted(names)]
+    temporary = folder / f".{CHECKSUMS_NAME}.partial"
+    temporary.write_text("".join(lines), encoding="ascii")
+    os.replace(temporary, folder / CHECKSUMS_NAME)
+    return folder / CHECKSUMS_NAME
+
+
+def read_checksums(folder: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from ``folder/SHA256SUMS``; ChecksumError if it is missing or unreadable."""
+    path = Path(folder) / CHECKSUMS_NAME
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ChecksumError(f"{path} cannot be read ({error}).") from None
+    expected = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S+)", line.strip())
+        if not match or not is_plain_name(match.group(2)):
+            raise ChecksumError(f"Line {number} of {path} is not '<sha256>  <plain file name>': {line!r}.")
+        expected[match.group(2)] = match.group(1)
+    return expected
+
+
+def check_checksums(folder: Path, required=(), restore: str = "") -> dict[str, str]:
+    """Compare every file ``folder/SHA256SUMS`` lists with its recorded SHA-256; return the list.
+
+    ``required``: file names the list must hold. A file that is missing, is a link, or
+    differs raises ChecksumError naming the file, the expected and the actual hash, and
+    ``restore`` (how to get the folder back).
+    """
+    folder = Path(folder)
+    try:
+        expected = read_checksums(folder)
+    except ChecksumError as error:
+        raise ChecksumError(f"{error} {restore}") from None
+    absent = sorted(set(required) - set(expected))
+    if absent:
+        listed = folder / CHECKSUMS_NAME
+        raise ChecksumError(f"{listed} records no SHA-256 for {', '.join(absent)}. {restore}")
+    for name, digest in expected.items():
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            raise ChecksumError(f"{path} is missing or not a plain file (a link, say). {restore}")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise ChecksumError(
+                f"{path} is not the file {CHECKSUMS_NAME} records: expected SHA-256 {digest}, found "
+                f"{actual} (changed or damaged since it was written). {restore}"
+            )
+    return expected
+
+
+# --- one writer per folder --------------------------------------------------------------------
+
+_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_RECORD_BYTES = 4096  # a lock record is about 150 bytes; anything longer is not one
+# folders where flock failed in this process: later locks there go straight to the record
+_FOLDERS_WITHOUT_FLOCK: set[str] = set()
 
 
 def _process_alive(pid: int) -> bool:
@@ -113,108 +198,315 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def describe_holder(holder: dict) -> str:
+def describe_holder(holder) -> str:
     """``holder`` (what a lock file records) in words: pid, host and start time."""
+    if not isinstance(holder, dict):
+        return "an unknown holder (the lock file holds no readable record)"
     return (
         f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
         f"started {holder.get('started', '?')}"
     )
 
 
-class FolderLock:
-    """An exclusive lock on a download folder, held while a download writes there.
+def _open_plain_file(path: Path, flags: int, mode: int = 0o666) -> int:
+    """A descriptor of ``path`` opened with ``flags``, refused unless ``path`` is a regular file.
 
-    The lock is the operating system's lock on ``folder/.download.lock`` (``flock``), which
-    the system releases when the holder dies, however it dies; the file records who holds
-    it (pid, host, start time) for the message a second download gets. A file that still
-    names a holder when the lock is free was left by an interrupted run: it is taken over,
-    with a log line. ``wait_s``: how long a second download waits for the first before it
-    stops (0: stop at once). Use as a context manager.
+    The last component is never followed if it is a link (``O_NOFOLLOW``; where the system
+    lacks it, the link is refused before opening), and a FIFO or device does not block.
+    """
+    refusal = (
+        f"The lock file {path} is {{}}, not a plain file: the lock would write through it. "
+        f"Remove it (rm {path}) and run again."
+    )
+    if path.is_symlink():
+        raise UnsafePathError(refusal.format("a link"))
+    try:
+        descriptor = os.open(path, flags | _OPEN_FLAGS, mode)
+    except OSError as error:
+        if path.is_symlink():
+            raise UnsafePathError(refusal.format("a link")) from None
+        if isinstance(error, IsADirectoryError):
+            raise UnsafePathError(refusal.format("a folder")) from None
+        raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UnsafePathError(refusal.format("a folder, a FIFO or a device"))
+    return descriptor
+
+
+def _read_record(descriptor: int) -> tuple[str, dict | bytes]:
+    """What a lock file says: ("free", {}), ("held", the record) or ("unreadable", its bytes)."""
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    raw = os.read(descriptor, _RECORD_BYTES + 1)
+    if not raw.strip():
+        return "free", {}
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        return "unreadable", raw
+    if (
+        len(raw) > _RECORD_BYTES
+        or not isinstance(record, dict)
+        or not isinstance(record.get("pid"), int)
+        or isinstance(record.get("pid"), bool)
+        or not isinstance(record.get("host"), str)
+    ):
+        return "unreadable", raw
+    return "held", record
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held while one process writes there (a download, a run).
+
+    The lock is ``folder/.download.lock``, a plain file that records its holder (pid, host,
+    start time) for the message a second process gets. It is opened without following links
+    (``O_NOFOLLOW``) and must be a regular file; a link, folder or FIFO there is refused.
+
+    Where the file system has ``flock``, the operating system's lock on that file is the
+    lock: the system releases it when the holder dies, however it dies, so a record left
+    by a killed run on this host is taken over (with a log line). Where it has none (some
+    network mounts), the lock is the record itself: it is put in place with ``link()``,
+    which only succeeds where no lock file exists, and a stale one (its process no longer
+    runs on this host, or its content is unreadable) is removed by one process at a time,
+    the one that creates ``.download.lock.break-<inode>`` first.
+
+    A record of another host is never taken over: this host cannot tell whether that process
+    still runs. The message names it and how to remove the lock if it is stale. Content that
+    is no record at all (a truncated write, ``[]``) is treated as stale, with a log line.
+
+    ``wait_s``: how long a second process waits for the first before it stops (0: at once);
+    ``poll_s``: how often it looks. ``purpose`` names the writer in messages. Use as a
+    context manager.
     """
 
-    def __init__(self, folder: Path, wait_s: float = 0.0, poll_s: float = 0.2):
-        self.path = Path(folder) / LOCK_NAME
+    def __init__(
+        self,
+        folder: Path,
+        wait_s: float = 0.0,
+        poll_s: float = 0.2,
+        *,
+        name: str = LOCK_NAME,
+        purpose: str = "download",
+    ):
+        plain_name(name.removeprefix("."), "The lock file name (after its leading '.')")
+        self.path = Path(folder) / name
         self.wait_s = wait_s
         self.poll_s = poll_s
-        self._handle = None
+        self.purpose = purpose
+        self._descriptor = None  # flock: the open lock file, locked
+        self._record = None  # without flock: our record, whose file is the lock
+        self._inode = None
+        self._without_flock = os.path.abspath(self.path.parent) in _FOLDERS_WITHOUT_FLOCK
 
-    def _holder(self) -> dict:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
-            return {}
+    # -- the record --------------------------------------------------------------------------
 
-    def _try_lock(self, handle) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # Windows: lock the first byte instead
-            import msvcrt
-
-            try:
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            except OSError:
-                return False
-            return True
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        except OSError:
-            # a file system without flock (some network mounts): fall back on the recorded pid
-            holder = self._holder()
-            same_host = holder.get("host") == socket.gethostname()
-            pid = holder.get("pid")
-            return not (same_host and isinstance(pid, int) and pid != os.getpid() and _process_alive(pid))
-        return True
-
-    def acquire(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
-        deadline = time.monotonic() + self.wait_s
-        while not self._try_lock(handle):
-            if time.monotonic() >= deadline:
-                handle.close()
-                holder = self._holder()
-                raise FolderLocked(
-                    f"Another download is writing into {self.path.parent}: {describe_holder(holder)}. "
-                    "Wait for it to finish (or stop it), then run again; two downloads into one folder "
-                    "would lose manifest rows."
-                )
-            time.sleep(self.poll_s)
-        previous = self._holder()
-        if previous.get("pid") is not None:
-            alive = previous.get("host") == socket.gethostname() and _process_alive(previous["pid"])
-            log.warning(
-                "taking over the lock of %s in %s (%s)",
-                describe_holder(previous),
-                self.path.parent,
-                "interrupted" if not alive else "it no longer holds the lock",
-            )
-        holder = {
+    def _new_record(self) -> dict:
+        return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "token": os.urandom(8).hex(),  # tells two holders of one pid apart (threads, reuse)
         }
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(holder))
-        handle.flush()
-        os.fsync(handle.fileno())
-        self._handle = handle
-        return self
+
+    def _busy_message(self, holder, extra: str = "") -> str:
+        folder = self.path.parent
+        if isinstance(holder, dict) and holder.get("host") not in (None, socket.gethostname()):
+            return (
+                f"Another {self.purpose} holds {folder}: {describe_holder(holder)}. This host cannot tell "
+                f"whether a process on another host still runs, so that lock is never taken over: wait "
+                f"for it to finish; if it was stopped (the lock is stale), delete {self.path} and run "
+                f"again.{extra}"
+            )
+        return (
+            f"Another {self.purpose} is writing into {folder}: {describe_holder(holder)}. Wait for it "
+            f"to finish (or stop it), then run again; two at once in one folder would overwrite each "
+            f"other's files.{extra}"
+        )
+
+    def _judge(self, state: str, holder) -> str | None:
+        """None if a lock file in ``state`` with ``holder`` may be taken (logging why), else the
+        message for the caller. Called with the flock held, or before a take-over without it."""
+        if state == "free":
+            return None
+        if state == "unreadable":
+            log.warning(
+                "the lock file %s holds no readable record (%r); treating it as stale and taking it over",
+                self.path,
+                bytes(holder[:80]),
+            )
+            return None
+        if holder["host"] != socket.gethostname():
+            return self._busy_message(holder)
+        alive = _process_alive(holder["pid"])
+        if alive and self._without_flock:
+            return self._busy_message(holder)  # without flock the record is the lock
+        log.warning(
+            "taking over the lock of %s in %s (%s)",
+            describe_holder(holder),
+            self.path.parent,
+            "it no longer holds the lock" if alive else "interrupted",
+        )
+        return None
+
+    # -- with flock ----------------------------------------------------------------------------
+
+    def _try_flock(self) -> str | None:
+        """Try once with ``flock``: None when held, else the message. Sets ``_without_flock``
+        when the file system has no flock."""
+        descriptor = _open_plain_file(self.path, os.O_RDWR | os.O_CREAT)
+        try:
+            try:
+                import fcntl
+            except ImportError:  # Windows: lock the first byte instead
+                import msvcrt
+
+                try:
+                    msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+                except OSError:
+                    return self._busy_message(_read_record(descriptor)[1])
+            else:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return self._busy_message(_read_record(descriptor)[1])
+                except OSError as error:
+                    log.info("no flock on %s (%s): the lock record is the lock", self.path.parent, error)
+                    self._without_flock = True
+                    _FOLDERS_WITHOUT_FLOCK.add(os.path.abspath(self.path.parent))
+                    return "no flock"
+            message = self._judge(*_read_record(descriptor))
+            if message is not None:
+                return message  # another host's record: the descriptor closes, freeing the flock
+            record = json.dumps(self._new_record()).encode("utf-8")
+            os.ftruncate(descriptor, 0)
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            os.write(descriptor, record)
+            os.fsync(descriptor)
+            self._descriptor, descriptor = descriptor, None
+            return None
+        finally:
+            if descriptor is not None:
+                os.close(descriptor)
+
+    # -- without flock -------------------------------------------------------------------------
+
+    def _try_link(self) -> str | None:
+        """Try once without flock: None when held, else the message.
+
+        The record is written to a fresh file first (``O_EXCL``) and then linked to the lock's
+        name, which fails if a lock file is there: whoever links first holds the lock, and no
+        reader ever sees half a record. A stale or free lock file is removed only by the process
+        that created ``<lock>.break-<its inode>``, after checking again that it is still that
+        file and still stale; so two processes never both remove a file, nor a fresh one.
+        """
+        folder = self.path.parent
+        record = self._new_record()
+        claim = folder / f"{self.path.name}.claim-{record['token']}"
+        descriptor = _open_plain_file(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            os.write(descriptor, json.dumps(record).encode("utf-8"))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        try:
+            for _ in range(10):  # each round either holds, is refused, or saw the file change
+                try:
+                    os.link(claim, self.path)
+                except FileExistsError:
+                    pass
+                else:
+                    self._record, self._inode = record, os.lstat(claim).st_ino
+                    return None
+                try:
+                    descriptor = _open_plain_file(self.path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # released in between: link again
+                try:
+                    inode = os.fstat(descriptor).st_ino
+                    state, holder = _read_record(descriptor)
+                finally:
+                    os.close(descriptor)
+                elsewhere = state == "held" and holder["host"] != socket.gethostname()
+                if elsewhere or (state == "held" and _process_alive(holder["pid"])):
+                    return self._busy_message(holder)
+                message = self._break(inode)
+                if message is not None:
+                    return message
+            return self._busy_message({}, " (the lock file kept changing)")
+        finally:
+            claim.unlink(missing_ok=True)  # the lock, if held, keeps the file under its own name
+
+    def _break(self, inode: int) -> str | None:
+        """Remove the stale or free lock file ``inode`` if this process may; None if it did or
+        the file changed meanwhile, else the message."""
+        breaker = self.path.parent / f"{self.path.name}.break-{inode}"
+        try:
+            descriptor = _open_plain_file(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            extra = (
+                f" (another process is taking over a stale lock; if {breaker} stays, that take-over was "
+                f"interrupted: delete {breaker} and {self.path}, then run again)"
+            )
+            return self._busy_message({}, extra)
+        try:
+            os.write(descriptor, json.dumps(self._new_record()).encode("utf-8"))
+            os.close(descriptor)
+            try:
+                descriptor = _open_plain_file(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            try:
+                if os.fstat(descriptor).st_ino != inode:
+                    return None  # someone else's file now: look again
+                message = self._judge(*_read_record(descriptor))
+            finally:
+                os.close(descriptor)
+            if message is None:
+                self.path.unlink()
+            return message
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    # -- the lock --------------------------------------------------------------------------------
+
+    def acquire(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            message = None if self._without_flock else self._try_flock()
+            if self._without_flock:
+                message = self._try_link()
+            if message is None:
+                return self
+            if time.monotonic() >= deadline:
+                raise FolderLocked(message)
+            time.sleep(self.poll_s)
 
     def release(self) -> None:
-        """Free the lock; the file stays, emptied (removing it would let a waiting process and
-        a new one each lock a different file)."""
-        handle, self._handle = self._handle, None
-        if handle is None:
-            return
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-        finally:
-            handle.close()  # closing releases the lock
+        """Free the lock. With flock the file stays, emptied (removing it would let a waiting
+        process and a new one each lock a different file); without flock our file is removed,
+        if it is still ours."""
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            try:
+                os.ftruncate(descriptor, 0)
+            finally:
+                os.close(descriptor)  # closing releases the flock
+        record, self._record = self._record, None
+        if record is not None:
+            try:
+                descriptor = _open_plain_file(self.path, os.O_RDONLY)
+            except (FileNotFoundError, UnsafePathError):
+                log.warning("the lock file %s went away while held", self.path)
+                return
+            try:
+                ours = os.fstat(descriptor).st_ino == self._inode and _read_record(descriptor)[1] == record
+            finally:
+                os.close(descriptor)
+            if ours:
+                self.path.unlink()
+            else:
+                log.warning("the lock file %s was replaced while held; left as it is", self.path)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

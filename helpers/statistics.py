@@ -32,6 +32,16 @@ image data the t quantile is large (12.7 for one degree of freedom, 4.3 for two)
 is the point: two or three seeds say little about the seed noise. The per-image part
 also holds some of the seed noise again (each image's score varies with the seed), so the
 rule errs on the side of "not shown".
+
+When *both* sides are single runs that borrow the same setting's seed variance, the two
+borrowed terms are one estimate counted twice, not two independent ones: their sum,
+``2 s**2``, keeps that setting's ``n - 1`` degrees of freedom (Welch-Satterthwaite would
+double them and shrink the t quantile: 2.78 for 4 degrees of freedom where 4.30 for 2 is
+right).
+
+An interval that holds zero says the build cannot tell; :func:`settling_scale` says how
+many times the seeds and images it would take for the interval's half-width to fall below
+a given size (the report's effect, say).
 """
 
 from __future__ import annotations
@@ -99,36 +109,66 @@ def difference_test(
 
     ``scores_a`` and ``scores_b`` are per-seed scores of two settings (``scores_b`` None:
     one setting against ``shift``, e.g. a train-validation gap against 0). A side with one
-    score needs ``borrowed`` (:func:`borrowed_seed_variance`) for its seed noise.
-    ``image_values`` is a list of per-image arrays, one per independent block of images
-    (:func:`image_component`). Returns ``difference``, ``standard_error``,
-    ``degrees_of_freedom``, ``t``, ``margin`` (t times the standard error), ``low`` and
-    ``high`` (the interval), and ``beyond_noise`` (the interval leaves out 0). The error
-    is NaN when a side's seed noise is unknown.
+    score needs ``borrowed`` (:func:`borrowed_seed_variance`) for its seed noise; when both
+    sides borrow it, it counts twice in the variance and once in the degrees of freedom
+    (one estimate, not two independent ones). ``image_values`` is a list of per-image
+    arrays, one per independent block of images (:func:`image_component`). Returns
+    ``difference``, ``standard_error``, ``degrees_of_freedom``, ``t``, ``margin`` (t times
+    the standard error: the interval's half-width, the smallest difference this rule can
+    call beyond the noise), ``low`` and ``high`` (the interval), ``beyond_noise`` (the
+    interval leaves out 0), ``confidence`` and ``components`` (each part of the variance:
+    kind "seeds", "borrowed" or "images", its variance, degrees of freedom and count, for
+    :func:`settling_scale`). The error is NaN when a side's seed noise is unknown.
     """
-    components = []
+    components = []  # (kind, variance of the mean, degrees of freedom, values behind it)
     difference = -shift
+    borrowing_sides = 0
     for scores, sign in ((scores_a, 1.0), (scores_b, -1.0)):
         if scores is None:
             continue
         values = np.asarray(scores, dtype=float).reshape(-1)
         difference += sign * float(np.mean(values)) if len(values) else math.nan
         if len(values) >= 2:
-            components.append(seed_component(values))
+            variance, df = seed_component(values)
+            components.append(("seeds", variance, df, len(values)))
         elif borrowed is not None:
-            components.append(borrowed)
+            borrowing_sides += 1
         else:
-            components.append((math.nan, math.nan))
+            components.append(("seeds", math.nan, math.nan, len(values)))
+    if borrowing_sides:
+        # one borrowed estimate, used by one side or by both: its degrees of freedom once
+        variance, df = borrowed
+        components.append(("borrowed", borrowing_sides * variance, df, 1))
     for values in image_values:
-        components.append(image_component(values))
-    variance = sum(v for v, _ in components)
-    if not np.isfinite(variance) or not np.isfinite(difference):
+        variance, df = image_component(values)
+        components.append(("images", variance, df, len(np.asarray(values).reshape(-1))))
+    return _interval(difference, components, confidence)
+
+
+def image_difference_test(per_image_values, *, shift: float = 0.0, confidence: float | None = None) -> dict:
+    """The rule for a mean over images alone, ``mean(per_image_values) - shift``: image noise only.
+
+    For two runs trained once each, paired on the same images (``per_image_values`` the
+    per-image differences), when no seed noise of the measured quantity is known; the
+    interval then says nothing about another seed, and the text that uses it must say so.
+    """
+    values = np.asarray(per_image_values, dtype=float).reshape(-1)
+    values = values[np.isfinite(values)]
+    difference = (float(values.mean()) if len(values) else math.nan) - shift
+    variance, df = image_component(values)
+    return _interval(difference, [("images", variance, df, len(values))], confidence)
+
+
+def _interval(difference: float, components: list[tuple], confidence: float | None) -> dict:
+    """The Student-t interval of ``difference`` whose variance is the sum of ``components``."""
+    variance = sum(v for _, v, _, _ in components)
+    if not components or not np.isfinite(variance) or not np.isfinite(difference):
         error, df = math.nan, math.nan
     elif variance == 0:
         error, df = 0.0, math.inf
     else:
         error = math.sqrt(variance)
-        df = variance**2 / sum(v**2 / d for v, d in components if v > 0)
+        df = _satterthwaite([(v, d) for _, v, d, _ in components])
     t = t_quantile(df, confidence) if np.isfinite(error) else math.nan
     margin = t * error if np.isfinite(error) else math.nan
     return {
@@ -140,17 +180,68 @@ def difference_test(
         "low": difference - margin,
         "high": difference + margin,
         "beyond_noise": bool(np.isfinite(margin) and abs(difference) > margin),
+        "confidence": confidence or CONFIDENCE,
+        "components": [
+            {"kind": kind, "variance": v, "degrees_of_freedom": d, "count": n} for kind, v, d, n in components
+        ],
     }
+
+
+def _satterthwaite(components: list[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent (variance, df) estimates."""
+    variance = sum(v for v, _ in components)
+    return variance**2 / sum(v**2 / d for v, d in components if v > 0)
+
+
+def settling_scale(
+    result: dict, target: float, *, seeds_only: bool = False, largest: float = 1000.0
+) -> float:
+    """How many times the seeds and images (or the seeds alone) a :func:`difference_test` needs
+    for its interval's half-width to fall below ``target`` (same units as the difference).
+
+    Each component's variance shrinks with the factor and its degrees of freedom grow with it
+    (``count * factor - 1``), so the t quantile shrinks too. Returns the smallest factor,
+    1 when the half-width is already below ``target``, and infinity when no factor up to
+    ``largest`` does it (e.g. seeds alone, when the images' noise alone is wider than
+    ``target``, or a ``target`` of zero).
+    """
+    components = result.get("components") or []
+    if not components or not target > 0 or not np.isfinite(result["margin"]):
+        return math.inf
+    if result["margin"] < target:
+        return 1.0
+
+    def half_width(factor: float) -> float:
+        scaled = []
+        for part in components:
+            grows = part["kind"] != "images" or not seeds_only
+            share = factor if grows else 1.0
+            count = part["count"] if part["kind"] != "borrowed" else part["degrees_of_freedom"] + 1
+            df = max(count * share - 1, part["degrees_of_freedom"]) if grows else part["degrees_of_freedom"]
+            scaled.append((part["variance"] / share, df))
+        variance = sum(v for v, _ in scaled)
+        if variance == 0:
+            return 0.0
+        return t_quantile(_satterthwaite(scaled), result.get("confidence")) * math.sqrt(variance)
+
+    if half_width(largest) >= target:
+        return math.inf
+    low, high = 1.0, largest
+    while high / low > 1.01:  # bisection on a log scale: the half-width falls as the factor grows
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if half_width(middle) < target else (middle, high)
+    return high
 
 
 def effect_verdict(result: dict, expected: float) -> str:
     """Does a measured difference (:func:`difference_test`) show an effect of the sign of ``expected``?
 
     "reproduced" when the interval lies on the side of ``expected``; "not reproduced" when it
-    lies on the other side; "within noise" when it holds 0; "not testable" without an error.
+    lies on the other side; "inconclusive" when it holds 0 (the build cannot tell); "not
+    testable" without an error.
     """
     if not np.isfinite(result["margin"]):
         return "not testable"
     if not result["beyond_noise"]:
-        return "within noise"
+        return "inconclusive"
     return "reproduced" if np.sign(result["difference"]) == np.sign(expected) else "not reproduced"

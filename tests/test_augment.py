@@ -148,14 +148,26 @@ def test_shape_range_dtype_and_training_flag(scenes):
     assert augmenter(batch, training=False) is batch
 
 
-def test_runs_in_a_tf_data_map_after_batching(scenes):
+def test_runs_in_a_tf_data_map_after_batching_with_a_seed_per_batch(scenes):
+    """As model.image_dataset runs it: each batch carries its seed, which alone decides its draws."""
     augmenter = augment.rand_augment(seed=0)
-    data = tf.data.Dataset.from_tensors(scenes[:16]).repeat(3)
-    data = data.map(lambda batch: augmenter(batch, training=True), num_parallel_calls=2)
+    seeds = tf.data.Dataset.from_tensor_slices(tf.constant([[1, 2], [3, 4], [1, 2], [3, 4]], "int32"))
+    data = tf.data.Dataset.zip(tf.data.Dataset.from_tensors(scenes[:16]).repeat(4), seeds)
+    data = data.map(lambda batch, seed: augmenter(batch, training=True, seed=seed), num_parallel_calls=4)
     assert data.element_spec.shape.as_list() == [16, 64, 64, 3]
-    first, second, _ = [batch.numpy() for batch in data]
-    assert not np.array_equal(first, second)  # new draws for every batch
+    first, second, first_again, second_again = [batch.numpy() for batch in data]
+    assert not np.array_equal(first, second)  # another seed, other draws
+    # the same seed, the same images, whichever of the parallel calls ran first
+    assert np.array_equal(first, first_again) and np.array_equal(second, second_again)
     assert first.min() >= 0 and first.max() <= 255
+    # outside tf.data too, and on the fixed-shape path of the layer: a function of the seed alone
+    seed = tf.constant([1, 2], "int32")
+    eager = augment.rand_augment_batch(scenes[:16], seed, operations=("equalize", "brightness"))
+    assert np.array_equal(
+        eager, augment.rand_augment_batch(scenes[:16], seed, operations=("equalize", "brightness"))
+    )
+    fixed = augment.rand_augment_batch(scenes[:16], seed, on_device=True)
+    assert np.array_equal(fixed, augment.rand_augment_batch(scenes[:16], seed, on_device=True))
 
 
 def test_bad_settings_are_refused():

@@ -88,10 +88,10 @@ def test_atomic_target_replaces_on_success(tmp_path):
 
 BAD_SETTINGS = [
     ("epochs", "20", "whole number"),
-    ("epochs", -1, "at least 1"),
+    ("epochs", -1, "from 1 to 320"),
     ("epochs", 2.5, "whole number"),
     ("epochs", True, "whole number"),
-    ("batch_size", 0, "at least 1"),
+    ("batch_size", 0, "from 1 to 1024"),
     ("learning_rate", "fast", "number in (0, 1]"),
     ("learning_rate", float("nan"), "number in (0, 1]"),
     ("learning_rate", 0, "number in (0, 1]"),
@@ -130,6 +130,8 @@ def test_patch_size_must_divide_image_size():
 
 def test_allowed_settings_pass(tmp_path):
     assert config.get_profile("smoke", pretrained="hf://google/vit-base-patch16-224")["pretrained"]
+    for name in ("config.json", "model.safetensors"):  # a local checkpoint folder (only its files count here)
+        (tmp_path / name).write_text("{}")
     assert config.get_profile("smoke", pretrained=str(tmp_path))["pretrained"] == str(tmp_path)
     assert config.get_profile("smoke", warmup_steps=None, streetview_api="standin", jit_compile=False)
     assert config.get_profile("smoke", learning_rate=1, epochs=np.int64(3))["epochs"] == 3

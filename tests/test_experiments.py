@@ -103,8 +103,8 @@ def test_runs_on_different_images_cannot_be_paired(isolated_build):
     [
         (0.06, 0.01, 0.06, 10, "reproduced"),  # same sign, 6 standard errors
         (-0.05, 0.01, 0.06, 10, "not reproduced"),  # opposite sign, beyond noise
-        (0.015, 0.01, 0.06, 10, "within noise"),  # right sign but under t(10) = 2.23 standard errors
-        (0.04, 0.01, 0.06, 2, "within noise"),  # 4 standard errors, but t(2) = 4.30 (old rule: reproduced)
+        (0.015, 0.01, 0.06, 10, "inconclusive"),  # right sign but under t(10) = 2.23 standard errors
+        (0.04, 0.01, 0.06, 2, "inconclusive"),  # 4 standard errors, but t(2) = 4.30 (old rule: reproduced)
         (0.045, 0.01, 0.06, 2, "reproduced"),
         (float("nan"), 0.01, 0.06, 10, "not testable"),
     ],

@@ -222,7 +222,7 @@ def test_a_small_gain_is_within_the_noise_when_the_seeds_happen_to_agree(isolate
     """The old rule, 1.96 * sqrt(2) * sd = 0.3 points here, called 1.5 points "better"."""
     compared = future.comparison("smoke", methods_table({"flat ViT": 60, "CNN": 63}), {"borrowed": (1e-6, 2)})
     assert compared.loc["CNN", "top1_vs_flat"] == pytest.approx(0.015)
-    assert compared.loc["CNN", "verdict_top1"] == "within noise"
+    assert compared.loc["CNN", "verdict_top1"] == "inconclusive"
     assert compared.loc["flat ViT", "verdict_top1"] == "reference"
     # the interval by hand: the seed noise of two single runs and the per-image differences
     # (3 images right only with the CNN), Student-t with Welch-Satterthwaite degrees of freedom
@@ -230,7 +230,8 @@ def test_a_small_gain_is_within_the_noise_when_the_seeds_happen_to_agree(isolate
     differences[60:63] = 1
     seed, images = 1e-6, differences.var(ddof=1) / N_VAL
     error = np.sqrt(2 * seed + images)
-    freedom = error**4 / (2 * seed**2 / 2 + images**2 / (N_VAL - 1))
+    # both runs borrow one run's seed variance: one estimate (2 degrees of freedom), counted once
+    freedom = error**4 / ((2 * seed) ** 2 / 2 + images**2 / (N_VAL - 1))
     half_width = stats.t.ppf(0.975, freedom) * error
     assert compared.loc["CNN", "top1_low"] == pytest.approx(0.015 - half_width)
     assert compared.loc["CNN", "top1_high"] == pytest.approx(0.015 + half_width)
@@ -248,7 +249,7 @@ def test_large_differences_are_beyond_the_noise_unless_the_seeds_disagree(isolat
     assert compared.loc["auxiliary heads", "top1_low"] > 0 > compared.loc["image-distance loss", "top1_high"]
     # seeds 10 points apart with two degrees of freedom: 15 points show nothing
     noisy = future.comparison("smoke", table, {"borrowed": (0.01, 2)})
-    assert set(noisy["verdict_top1"]) == {"reference", "within noise"}
+    assert set(noisy["verdict_top1"]) == {"reference", "inconclusive"}
     assert "verdict_top1" not in future.comparison("smoke", table, None)  # no seeds yet: no verdict
 
 

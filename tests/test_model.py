@@ -160,11 +160,11 @@ class StopAfterEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path):
+def test_training_writes_its_files_and_resumes_after_an_interruption(tmp_path, isolated_build):
     table = tiny_image_set(tmp_path / "images")
     data = model.image_dataset(table, tmp_path / "images", 32, 8, training=True)
     distance = np.array([[0, 50, 100], [50, 0, 50], [100, 50, 0]], dtype="float32")
-    folder = tmp_path / "run"
+    folder = model.run_dir("smoke", "run")  # load_model opens only run folders of a build
 
     def fresh():
         keras.utils.set_random_seed(0)
@@ -210,7 +210,7 @@ class KeepWeights(keras.callbacks.Callback):
         self.store[epoch] = [np.array(w) for w in self.model.get_weights()]
 
 
-def test_after_a_resume_best_keras_is_the_best_epoch_of_the_history(tmp_path):
+def test_after_a_resume_best_keras_is_the_best_epoch_of_the_history(tmp_path, isolated_build):
     """Interrupted after a good epoch, resumed with worse ones: best.keras must stay the good one.
 
     A fresh ModelCheckpoint starts with no best value; without the history's best it saved the
@@ -220,7 +220,7 @@ def test_after_a_resume_best_keras_is_the_best_epoch_of_the_history(tmp_path):
     data = model.image_dataset(table, tmp_path / "images", 32, 8, training=True)
     # the resumed epochs are scored against a cell no image belongs to: validation top-1 is 0 there
     wrong = model.image_dataset(table.assign(cell=3), tmp_path / "images", 32, 8)
-    folder, weights = tmp_path / "run", {}
+    folder, weights = model.run_dir("smoke", "run"), {}
 
     def run(val_data, *callbacks):
         keras.utils.set_random_seed(0)

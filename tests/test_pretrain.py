@@ -1,30 +1,160 @@
 """The pretext recipe (helpers.pretrain) at smoke size, and the pieces it is made of."""
 
 import json
+import re
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from safetensors.numpy import load_file
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
 
-from helpers import config, geo, model, pretrain, synthetic
+from helpers import config, geo, model, pretrain, safe_paths, synthetic
 
 RECIPE = pretrain.SMOKE_RECIPE
+COMMITTED = model.PRETRAINED_DIR / pretrain.CHECKPOINT_NAME
 
 
-def test_pretext_places_are_near_the_reference_but_none_of_it(report_locations):
-    places = pretrain.pretext_places(report_locations, 500, RECIPE)
-    assert len(places) == 500 and list(places.columns) == ["lat", "lng"]
-    nearest = pretrain.geo_tree(report_locations).query(geo.metric_xy_km(places["lat"], places["lng"]), k=1)[
-        0
+@pytest.fixture(scope="module")
+def default_image_set(data_files):
+    """The default profile's image set and split (computed as notebooks 01-03 do: about 2 s)."""
+    return pretrain.image_set_locations("default")
+
+
+def places_too_close(places, image_set, quantile):
+    """The pretext places that break the rule, checked by brute force in EPSG:25832 km.
+
+    The rule: no place closer to a validation or test location than that location's nearest
+    training location, nor than ``quantile`` of the validation locations' distances to theirs.
+    """
+    xy = {name: geo.metric_xy_km(rows["lat"], rows["lng"]) for name, rows in image_set.groupby("split")}
+    held_xy = np.concatenate([xy["val"], xy["test"]])
+    to_train = cdist(held_xy, xy["train"]).min(axis=1)
+    floor = np.quantile(to_train[: len(xy["val"])], quantile)
+    radius = np.maximum(to_train, floor)
+    places_xy = geo.metric_xy_km(places["lat"], places["lng"])
+    bad = [
+        start + np.flatnonzero((cdist(places_xy[start : start + 2000], held_xy) < radius).any(axis=1))
+        for start in range(0, len(places_xy), 2000)
     ]
-    assert nearest.min() >= RECIPE["min_distance_km"]
-    assert nearest.max() <= RECIPE["move_km"][1] + 0.01  # moved at most that far from a reference location
-    # in Denmark's bounding box, and the same places for the same seed
-    assert places["lat"].between(54.4, 57.9).all() and places["lng"].between(7.8, 15.4).all()
-    assert places.equals(pretrain.pretext_places(report_locations, 500, RECIPE))
-    other = pretrain.pretext_places(report_locations, 500, {**RECIPE, "seed": RECIPE["seed"] + 1})
-    assert not np.allclose(other.to_numpy(), places.to_numpy())
+    return places.iloc[np.concatenate(bad)]
+
+
+def test_pretext_places_lie_around_training_places_and_away_from_held_out_ones(
+    default_image_set, report_locations
+):
+    places = pretrain.pretext_places(default_image_set, 2_000, RECIPE, avoid=report_locations)
+    assert len(places) == 2_000 and list(places.columns) == ["lat", "lng", "origin"]
+    assert places_too_close(places, default_image_set, RECIPE["held_out_quantile"]).empty
+    # each moved move_km from a training location of the image set
+    origin = default_image_set.loc[places["origin"]]
+    assert (origin["split"] == "train").all()
+    moved = geo.haversine_km(origin["lat"].to_numpy(), origin["lng"].to_numpy(), places["lat"], places["lng"])
+    low, high = RECIPE["move_km"]
+    assert np.all(moved >= low * 0.99) and np.all(moved <= high * 1.01)
+    # none is a place of the image set or of the report (which other profiles sample from)
+    for taken in (default_image_set, report_locations):
+        nearest = cKDTree(geo.metric_xy_km(taken["lat"], taken["lng"])).query(
+            geo.metric_xy_km(places["lat"], places["lng"])
+        )[0]
+        assert nearest.min() >= RECIPE["min_distance_km"]
+    # the same places for the same seed, others for another
+    assert places.equals(pretrain.pretext_places(default_image_set, 2_000, RECIPE, avoid=report_locations))
+    other = pretrain.pretext_places(default_image_set, 2_000, {**RECIPE, "seed": RECIPE["seed"] + 1})
+    assert not np.allclose(other[["lat", "lng"]].to_numpy(), places[["lat", "lng"]].to_numpy())
+
+
+def test_a_rule_that_cannot_be_met_is_refused_with_what_to_change():
+    # training places ringed by validation and test places 3 km away: a place moved at most
+    # 1 km from them comes closer to one of those than the training set does
+    north, east = 3 / 111.2, 3 / (111.2 * np.cos(np.radians(56.0)))
+    image_set = pd.DataFrame(
+        {
+            "lat": [56.0, 56.0005, 56.0 + north, 56.0 - north, 56.0, 56.0],
+            "lng": [10.0, 10.0, 10.0, 10.0, 10.0 + east, 10.0 - east],
+            "cell": 0,
+            "split": ["train", "train", "val", "val", "test", "test"],
+        }
+    )
+    with pytest.raises(ValueError, match="held_out_quantile"):
+        pretrain.pretext_places(image_set, 10, {**RECIPE, "move_km": (0.3, 1.0)})
+    # with room to move, the same rule is met
+    assert len(pretrain.pretext_places(image_set, 10, {**RECIPE, "move_km": (4.0, 6.0)})) == 10
+
+
+def test_the_committed_checkpoint_never_saw_a_held_out_place(default_image_set, report_locations):
+    """Its pretext places, recomputed from its recorded recipe, keep the rule against today's split."""
+    record = json.loads((COMMITTED / "pretraining.json").read_text())
+    recipe = record["recipe"]
+    assert recipe["held_out_profile"] == "default"
+    places = pretrain.pretext_places(default_image_set, recipe["images"], recipe, avoid=report_locations)
+    assert pretrain.places_fingerprint(places) == record["places_sha256"], (
+        "The default profile's image set or split has changed since the checkpoint was pretrained, so its "
+        "pretext places may now lie near validation or test places: run `make pretrained` again."
+    )
+    assert places_too_close(places, default_image_set, recipe["held_out_quantile"]).empty
+    held = record["held_out"]
+    assert held["nearest_pretext_place_km"] >= held["floor_km"] > 0
+    assert (held["validation_locations"], held["test_locations"]) == tuple(
+        (default_image_set["split"] == split).sum() for split in ("val", "test")
+    )
+    assert "around training places only" in record["data"]
+
+
+def image_set_days() -> set[int]:
+    """Every capture day a notebook renders an image set on (``day=<n>``), and the default, day 0."""
+    days = {0}  # render_synthetic's and the stand-in's default
+    for notebook in sorted((config.REPO_ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = "".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        days |= {int(day) for day in re.findall(r"\bday=(\d+)", code)}
+    return days
+
+
+@pytest.mark.parametrize("source", ["smoke", "committed"])
+def test_pretext_weather_and_capture_days_are_in_no_image_set(source):
+    recipe = (
+        RECIPE if source == "smoke" else json.loads((COMMITTED / "pretraining.json").read_text())["recipe"]
+    )
+    captures = pretrain.pretext_captures(recipe["images"], recipe)
+    assert len(captures) == recipe["images"]
+    days = image_set_days()
+    assert days >= {0, 1} and not days & set(captures["day"])
+    # image sets draw sessions 0..N_SESSIONS-1 (assign_sessions, the stand-in) with the profile's seed
+    image_set_skies = {
+        synthetic.session_weather(session, seed)["cloud_texture"]
+        for session in range(synthetic.N_SESSIONS)
+        for seed in {config.get_profile(name)["seed"] for name in config.PROFILES}
+    }
+    pretext_skies = {
+        synthetic.session_weather(session, recipe["world_seed"])["cloud_texture"]
+        for session in np.unique(captures["session"])
+    }
+    assert not pretext_skies & image_set_skies
+    first = recipe["first_session"]
+    assert captures["session"].between(first, first + recipe["sessions"] - 1).all()
+
+
+def test_the_pretext_images_are_rendered_with_those_captures(report_locations, municipalities):
+    reference = report_locations.iloc[::50].reset_index(drop=True)
+    geography = synthetic.build_geography(reference, municipalities)
+    places = reference.iloc[:3][["lat", "lng"]] + 0.01
+    recipe = {**RECIPE, "images_per_day": 2}  # three images over two days
+    pictures = pretrain.render_pretext_images(places, geography, recipe)
+    captures = pretrain.pretext_captures(3, recipe)
+    features = synthetic.scene_features(places["lat"], places["lng"], geography, seed=recipe["world_seed"])
+    for i in range(3):
+        expected = synthetic.render_locations(
+            places.iloc[[i]],
+            features.iloc[[i]],
+            captures["session"].to_numpy()[[i]],
+            recipe["image_size"],
+            day=int(captures["day"].iloc[i]),
+            seed=recipe["world_seed"],
+        )[0]
+        assert np.array_equal(pictures[i], expected)
 
 
 def test_the_masked_encoder_is_the_backbone():
@@ -54,7 +184,9 @@ def test_export_round_trips_through_keras_hub(tmp_path):
     for variable in backbone.weights:  # move every weight off its initial value, biases included
         variable.assign(np.asarray(variable) + rng.normal(0, 0.05, variable.shape).astype("float32"))
     folder = pretrain.export_backbone(backbone, tmp_path / "exported", extra={"note": "test"})
-    assert sorted(p.name for p in folder.iterdir()) == [*model.HF_FILES, "pretraining.json"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*model.HF_FILES, "pretraining.json", safe_paths.CHECKSUMS_NAME]
+    )
     loaded = model.build_backbone(config.get_profile("smoke"), preset=str(folder))
     pictures = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     assert np.allclose(np.asarray(loaded(pictures)), np.asarray(backbone(pictures)), atol=1e-5)
@@ -62,13 +194,20 @@ def test_export_round_trips_through_keras_hub(tmp_path):
 
 
 def test_the_smoke_recipe_pretrains_and_writes_a_loadable_checkpoint(
-    tmp_path, report_locations, municipalities
+    tmp_path, report_locations, municipalities, default_image_set
 ):
     reference = report_locations.iloc[::20].reset_index(drop=True)  # a lighter geography, same code
     geography = synthetic.build_geography(reference, municipalities)
     folder = tmp_path / "smoke-mae"
-    record = pretrain.pretrain(RECIPE, folder, geography=geography, reference=reference, verbose=0)
+    record = pretrain.pretrain(
+        RECIPE, folder, geography=geography, reference=reference, image_set=default_image_set, verbose=0
+    )
     assert len(record["loss_per_epoch"]) == RECIPE["epochs"]
+    # the record and the folder's README say where the data came from, with the rule's numbers
+    held = record["held_out"]
+    assert held["nearest_pretext_place_km"] >= held["floor_km"] > 0
+    readme = (folder / "README.md").read_text()
+    assert "around training places only" in readme and f"{held['floor_km']} km" in readme
     assert record["loss_per_epoch"][-1] < record["loss_per_epoch"][0], record["loss_per_epoch"]
     assert json.loads((folder / "pretraining.json").read_text())["recipe"]["images"] == RECIPE["images"]
     hf = json.loads((folder / "config.json").read_text())

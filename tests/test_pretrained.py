@@ -160,6 +160,8 @@ def test_default_and_rehearsal_fine_tune_the_committed_checkpoint():
 
 def test_the_committed_checkpoint_loads_through_keras_hub_and_computes_what_it_says():
     assert sorted(p.name for p in COMMITTED.iterdir()) == [
+        "README.md",  # what the checkpoint saw and did not see (helpers/pretrain.py writes it)
+        "SHA256SUMS",  # what `make pretrained` wrote, compared before every load (tests/test_build_safety.py)
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

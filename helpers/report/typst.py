@@ -1,7 +1,8 @@
 """The report as a Typst document, compiled to an A4 PDF with the ``typst`` package.
 
-:func:`typst_source` turns the blocks of :func:`helpers.report.document` into Typst markup
-after the page style in ``templates/report.typ`` (a contents page listing the sections,
+:func:`typst_source` turns the blocks of :func:`helpers.report.document.document` into Typst
+markup
+after the page style in ``helpers/templates/report.typ`` (a contents page listing the sections,
 figures and tables; numbered figures, tables and equations; table headers repeated on every
 page a table runs over). :func:`render_pdf` compiles it; Typst does the typesetting, no TeX
 or system library is involved, and only the fonts inside the ``typst`` wheel are used, so
@@ -17,7 +18,11 @@ import os
 import re
 from pathlib import Path
 
-TEMPLATE = Path(__file__).parent / "templates" / "report.typ"
+from helpers import config
+from helpers.report.build import load_build
+from helpers.report.document import document, title
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "report.typ"  # helpers/templates
 ZERO_WIDTH_SPACE = "\u200b"
 VERDICT_COLUMN = "verdict"
 
@@ -174,7 +179,8 @@ def page_count(pdf: bytes) -> int:
 
 
 def render_pdf(blocks: list[tuple], title: str, subtitle: str, path: Path) -> int:
-    """Write ``blocks`` (:func:`helpers.report.document`) to ``path`` as an A4 PDF; return its pages."""
+    """Write ``blocks`` (:func:`helpers.report.document.document`) to ``path`` as an A4 PDF; return
+    its pages."""
     root = image_root(blocks)
     pdf = compile_pdf(typst_source(blocks, title, subtitle, root), root)
     Path(path).write_bytes(pdf)
@@ -187,3 +193,12 @@ def equation_svg(typst_math: str) -> str:
 
     source = f"#set page(width: auto, height: auto, margin: 3pt)\n#set text(size: 12pt)\n$ {typst_math} $"
     return typst.compile(source.encode("utf-8"), format="svg", ignore_system_fonts=True).decode("utf-8")
+
+
+def write_pdf(profile: str | dict) -> Path:
+    """Write ``build/<profile>/report.pdf`` (A4, typeset by Typst, a contents page) and return its path."""
+    build = load_build(profile)
+    path = build["root"] / "report.pdf"
+    with config.atomic_target(path) as temporary:
+        render_pdf(document(build), *title(build), temporary)
+    return path

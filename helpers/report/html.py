@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page, from the Jinja2 template ``templates/report.html.j2``.
 
-:func:`render_html` prepares the blocks of :func:`helpers.report.document` for the template:
+:func:`render_html` prepares the blocks of :func:`helpers.report.document.document` for the
+template:
 figures embedded as base64 PNG, equations typeset by Typst as SVG (the same maths as the
 PDF), maps linked relatively (they sit next to the report, in ``maps/``), and a break
 opportunity (``<wbr>``) after each ``_`` and ``/`` so long run names wrap in narrow columns.
@@ -16,9 +17,12 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
-from helpers import report_typst
+from helpers import config
+from helpers.report import typst as report_typst
+from helpers.report.build import load_build
+from helpers.report.document import document, title
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"  # helpers/templates
 
 
 def breakable(text) -> Markup:
@@ -102,7 +106,8 @@ def template_blocks(blocks: list[tuple]) -> tuple[list[dict], list[tuple]]:
 
 
 def render_html(blocks: list[tuple], title: str, subtitle: str) -> str:
-    """The blocks of :func:`helpers.report.document` as one HTML page (nothing to fetch but the maps)."""
+    """The blocks of :func:`helpers.report.document.document` as one HTML page (nothing to fetch but
+    the maps)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -113,3 +118,13 @@ def render_html(blocks: list[tuple], title: str, subtitle: str) -> str:
     prepared, contents = template_blocks(blocks)
     template = environment.get_template("report.html.j2")
     return template.render(title=title, subtitle=subtitle, blocks=prepared, contents=contents)
+
+
+def write_html(profile: str | dict) -> Path:
+    """Write ``build/<profile>/report.html`` (one self-contained file) and return its path."""
+    build = load_build(profile)
+    text = render_html(document(build), *title(build))
+    path = build["root"] / "report.html"
+    with config.atomic_target(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return path
