@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import hashlib
 import json
 import logging
 import sys
@@ -26,7 +25,7 @@ import pandas as pd
 import pooch
 import shapely
 
-from helpers import config, geo
+from helpers import config, geo, safe_paths
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +62,7 @@ class DataError(RuntimeError):
     """An input file is missing, corrupt or malformed; the message says what to do."""
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_of = safe_paths.file_sha256  # hex SHA-256 of a file, read 1 MB at a time
 
 
 def fetch(name: str, directory: Path | None = None, url: str | None = None) -> Path:

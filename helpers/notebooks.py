@@ -129,14 +129,6 @@ def _by_stem(stem: str, folder: Path | None = None) -> Path:
     return found[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _helpers_sha256() -> str:
     """One SHA-256 over every file of ``helpers/`` (its path and content; subpackages and
     templates included, compiled ``__pycache__`` not), as recorded in the markers."""
@@ -164,7 +156,8 @@ def run_record(notebook: str | Path, profile: str | dict) -> dict | None:
     executed = folder / f"{Path(notebook).stem}.ipynb"
     try:
         record = json.loads(_done_marker(executed).read_text(encoding="utf-8"))
-        matches = isinstance(record, dict) and record.get("executed_sha256") == _sha256(executed)
+        copy_hash = safe_paths.file_sha256(executed)
+        matches = isinstance(record, dict) and record.get("executed_sha256") == copy_hash
     except (OSError, ValueError):  # no marker or no copy, or a marker that is not JSON
         return None
     return record if matches else None
@@ -617,7 +610,7 @@ def run_notebook(
         # Partial copies of killed runs go too: holding the lock, no other run is writing one.
         for stale in (output, marker, failed, *output.parent.glob(f".{output.stem}.*partial.ipynb")):
             stale.unlink(missing_ok=True)
-        source_sha256 = _sha256(notebook)
+        source_sha256 = safe_paths.file_sha256(notebook)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         start = time.perf_counter()
         try:
@@ -640,7 +633,7 @@ def run_notebook(
             "profile": config.profile_name(profile),
             "source_sha256": source_sha256,
             "helpers_sha256": _helpers_sha256(),
-            "executed_sha256": _sha256(partial),
+            "executed_sha256": safe_paths.file_sha256(partial),
             "seconds": round(seconds, 1),
             "cell_timeout_s": limit,
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
