@@ -170,17 +170,19 @@ def prediction_problems(settings: dict, root: Path) -> list[str]:
     problems = []
     for path in sorted((root / "runs").glob("*/predictions_*.csv")):
         run = path.parent.name
+        # the shared reader names a file that is cut, empty, unparsable or short of a column
         try:
-            table = pd.read_csv(path)
-        except (ValueError, UnicodeDecodeError) as error:  # EmptyDataError, ParserError
-            problems.append(f"{path} does not parse ({type(error).__name__}): {rebuild_run(settings, run)}.")
-            continue
-        absent = PREDICTION_COLUMNS - set(table.columns)
-        if absent:
-            problems.append(
-                f"{path} lacks the column(s) {', '.join(sorted(absent))}: {rebuild_run(settings, run)}."
+            table = metrics.read_csv(
+                path,
+                f"The per-image predictions of run {run}",
+                rebuild_run(settings, run),
+                columns=sorted(PREDICTION_COLUMNS),
+                numeric=["correct"],
             )
-        elif table.empty or table.isna().any().any() or not table["correct"].isin([0, 1]).all():
+        except metrics.DamagedBuild as error:
+            problems.append(str(error))
+            continue
+        if table.empty or table.isna().any().any() or not table["correct"].isin([0, 1]).all():
             problems.append(
                 f"{path} has rows cut short, or none (a value missing, or a 'correct' that is not 0 or 1): "
                 f"{rebuild_run(settings, run)}."
