@@ -17,7 +17,8 @@ PRETRAINED := $(wildcard pretrained/*/*)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
-.PHONY: setup data all test lab lint strip bench slides pretrained clean distclean help
+.PHONY: setup data all test lab lint strip bench bench-gpu slides book assignments grade lab-archive \
+        pretrained clean distclean help
 .DELETE_ON_ERROR:
 
 help:
@@ -28,6 +29,11 @@ help:
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
 	@echo "make bench    speed benchmarks, written to build/bench.md"
 	@echo "make slides   a PDF deck per notebook, offline, into $(BUILD)/slides/ (after make all)"
+	@echo "make book     the executed notebooks as a static site, into $(BUILD)/site/ (after make all)"
+	@echo "make assignments  student notebooks and otter-grader autograders, into build/assignments/"
+	@echo "make grade SUBMISSIONS=folder  grade folder/<student>/<NN_name>.ipynb into one grades.csv"
+	@echo "make lab-archive  pack $(BUILD) for a lab on Colab or Kaggle (docs/teaching.md)"
+	@echo "make bench-gpu  images/s per number of GPUs, written to build/bench-gpu.md"
 	@echo "make pretrained  pretrain the workbook's small ViT again into pretrained/ (committed; make all never does)"
 	@echo "make clean    remove build/ (distclean: also .venv)"
 
@@ -76,6 +82,31 @@ strip: $(INSTALLED)
 
 bench: $(INSTALLED) $(DATA_FILES)
 	$(PY) bench/run.py --output build/bench.md
+
+bench-gpu: $(INSTALLED) $(DATA_FILES)
+	$(PY) bench/gpu_devices.py --output build/bench-gpu.md
+
+# The course as a website from the executed notebooks of $(BUILD); nothing is run again, so it
+# depends on no notebook: run make all first (it says so if a chapter is missing).
+book: $(INSTALLED)
+	$(PY) -m helpers.book --profile $(PROFILE)
+
+# otter-grader comes with the `grading` extra (in `dev` too); a venv made without it gets it here.
+GRADING := $(VENV)/.grading
+$(GRADING): $(INSTALLED)
+	$(PY) -c "import otter" 2>/dev/null || $(VENV)/bin/pip install --quiet -e ".[grading]"
+	touch $@
+
+assignments: $(GRADING)
+	$(PY) -m helpers.grading assign --out build/assignments
+
+SUBMISSIONS ?=
+grade: $(GRADING)
+	@test -n "$(SUBMISSIONS)" || { echo "Say where the submissions are: make grade SUBMISSIONS=folder"; exit 2; }
+	$(PY) -m helpers.grading grade "$(SUBMISSIONS)" --out build/grades.csv
+
+lab-archive: $(INSTALLED)
+	$(PY) -m helpers.lab pack --profile $(PROFILE)
 
 # One PDF per notebook from its own key points and the figures of $(BUILD) (docs/teaching.md).
 slides: $(INSTALLED)
