@@ -33,7 +33,7 @@ help:
 	@echo "make assignments  student notebooks and otter-grader autograders, into build/assignments/"
 	@echo "make grade SUBMISSIONS=folder  grade folder/<student>/<NN_name>.ipynb into one grades.csv"
 	@echo "make lab-archive  pack $(BUILD) for a lab on Colab or Kaggle (docs/teaching.md)"
-	@echo "make bench-gpu  images/s per number of GPUs, written to build/bench-gpu.md"
+	@echo "make bench-gpu  GPU speed (precision, XLA) and images/s per number of GPUs, into build/bench-gpu.md"
 	@echo "make pretrained  pretrain the workbook's small ViT again into pretrained/ (committed; make all never does)"
 	@echo "make clean    remove build/ (distclean: also .venv)"
 
@@ -84,7 +84,8 @@ bench: $(INSTALLED) $(DATA_FILES)
 	$(PY) bench/run.py --output build/bench.md
 
 bench-gpu: $(INSTALLED) $(DATA_FILES)
-	$(PY) bench/gpu_devices.py --output build/bench-gpu.md
+	$(PY) bench/gpu.py --output build/bench-gpu.md
+	$(PY) bench/gpu_devices.py --output build/bench-gpu.md --append
 
 # The course as a website from the executed notebooks of $(BUILD); nothing is run again, so it
 # depends on no notebook: run make all first (it says so if a chapter is missing).

@@ -76,6 +76,10 @@ _COMMON = {
     # on 8.0 and above (A100, L4), float32 on CPUs and Apple's Metal; or one of those three
     # names (helpers.device)
     "precision": "auto",
+    # devices to train on side by side (data parallelism, helpers.distribute): "auto" is every
+    # GPU or TPU core present, else the CPU; or a number, "cpu", or names like ["GPU:0", "GPU:1"].
+    # batch_size is the global batch (all devices together) and must divide by their number
+    "devices": "auto",
     # None: the report's 42,570 locations; or an OpenAddresses file (CSV or GeoJSON, in data/
     # or a path) to sample your own, in proportion to postcodes as the report did
     "addresses_file": None,
@@ -109,6 +113,9 @@ PROFILES: dict[str, dict] = {
         "learning_rate": 1e-3,
         "comparison_seeds": 2,  # checks that the path runs; the spread needs the larger profiles
         "map_max_points": 2_000,
+        # one device, wherever it runs: a tiny ViT gains nothing from a second one (each step
+        # would wait on the exchange of gradients), and its numbers stay those of one device
+        "devices": 1,
     },
     "default": {
         **_COMMON,
@@ -153,6 +160,9 @@ PROFILES: dict[str, dict] = {
         # Notebook 06 trains one run with "authors" to show the difference.
         "lr_schedule": "decay",
         "map_max_points": None,
+        # one device even beside several GPUs: the recorded numbers of make all are one device's,
+        # and a 2-layer ViT at 64 px spends more on exchanging gradients than it saves
+        "devices": 1,
     },
     "rehearsal": {
         **_COMMON,
@@ -175,6 +185,9 @@ PROFILES: dict[str, dict] = {
         "learning_rate": 1e-3,
         "comparison_seeds": 2,  # checks that the path runs; the spread needs the larger profiles
         "map_max_points": 2_000,
+        # one device, wherever it runs: a tiny ViT gains nothing from a second one (each step
+        # would wait on the exchange of gradients), and its numbers stay those of one device
+        "devices": 1,
     },
     "mapillary": {
         **_COMMON,
@@ -346,6 +359,37 @@ MAX_BATCH = 1_024  # images: default's 64 x 16 (ViT-B/16 at 224 px needs about 0
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
 
 
+# devices in one data-parallel run: a TPU v3-8 has 8 cores, a cluster node 8 GPUs; x8
+MAX_DEVICES = 64
+# a device name of the devices setting, in the workbook's form "GPU:1" or TensorFlow's
+# "/device:GPU:1" (with or without its job prefix); JAX's "gpu:1" too (any case)
+DEVICE_NAME_PATTERN = (
+    r"(?:/job:[^/]+/replica:\d+/task:\d+)?/?(?:device:)?(?P<kind>cpu|gpu|tpu):(?P<index>\d+)"
+)
+
+
+def _devices_ok(value) -> bool:
+    """Whether ``value`` may be the ``devices`` setting (what it means: helpers.distribute)."""
+    if isinstance(value, str):
+        return value in ("auto", "cpu")
+    if _is_int(value):
+        return 1 <= value <= MAX_DEVICES
+    if isinstance(value, list | tuple):
+        return 0 < len(value) <= MAX_DEVICES and all(
+            isinstance(v, str) and re.fullmatch(DEVICE_NAME_PATTERN, v, re.IGNORECASE) for v in value
+        )
+    return False
+
+
+def device_count(profile: dict) -> int | None:
+    """How many devices the ``devices`` setting asks for, when the setting alone says (a number
+    or a list); None for "auto" and "cpu" (what is present decides: helpers.distribute)."""
+    value = profile.get("devices", "auto")
+    if _is_int(value):
+        return value
+    return len(value) if isinstance(value, list | tuple) else None
+
+
 def vit_weights(profile: dict) -> int:
     """About how many weights the ViT encoder of ``profile`` has: per layer 4 width^2 (the
     attention's four projections) and 2 width x MLP width (the MLP), biases left out."""
@@ -401,6 +445,11 @@ SETTING_RULES: dict[str, tuple[str, object]] = {
     "lr_schedule": _one_of("decay", "authors"),
     "final_batch_size": _integer(1, MAX_BATCH, none=True),
     "precision": _one_of(*PRECISIONS),
+    "devices": (
+        f"'auto', 'cpu', a whole number from 1 to {MAX_DEVICES}, or a list of device names such as "
+        "['GPU:0', 'GPU:1']",
+        _devices_ok,
+    ),
 }
 # settings that must agree with each other: (the settings, what must hold, the test)
 SETTING_PAIRS = [
@@ -425,6 +474,15 @@ SETTING_PAIRS = [
         f"the ViT may have at most {MAX_VIT_WEIGHTS:,} weights, about vit_layers x (4 vit_width^2 + "
         "2 vit_width x vit_mlp_width); ViT-B/16 has 85 million",
         lambda p: vit_weights(p) <= MAX_VIT_WEIGHTS,
+    ),
+    (
+        ("batch_size", "final_batch_size", "devices"),
+        "batch_size and final_batch_size are global batches (all devices together): each must "
+        "divide by the number of devices",
+        lambda p: (
+            not device_count(p)
+            or all(b is None or b % device_count(p) == 0 for b in (p["batch_size"], p["final_batch_size"]))
+        ),
     ),
 ]
 

@@ -109,6 +109,11 @@ BAD_SETTINGS = [
     ("download_size", 4000, "from 16 to 640"),
     ("map_max_points", 0, "or None"),
     ("addresses_file", "", "non-empty text"),
+    ("devices", "all", "'auto', 'cpu', a whole number from 1 to 64"),
+    ("devices", 0, "a whole number from 1 to 64"),
+    ("devices", True, "a whole number from 1 to 64"),
+    ("devices", ["GPU:0", "gpu 1"], "a list of device names"),
+    ("devices", [], "a list of device names"),
 ]
 
 
@@ -150,3 +155,20 @@ def test_a_new_setting_needs_one_line_in_the_table(monkeypatch):
     assert config.get_profile("smoke")["map_tiles"] == "dark"
     with pytest.raises(config.SettingError, match="map_tiles='sepia'"):
         config.get_profile("smoke", map_tiles="sepia")
+
+
+def test_devices_is_auto_on_the_gpu_profiles_and_one_on_the_cpu_profiles():
+    assert all(config.get_profile(n)["devices"] == "auto" for n in ("mapillary", "full"))
+    assert all(config.get_profile(n)["devices"] == 1 for n in ("smoke", "default", "rehearsal"))
+    assert config.get_profile("full", devices=["GPU:0", "/device:GPU:1"])["devices"][1] == "/device:GPU:1"
+    assert config.get_profile("full", devices="cpu")["devices"] == "cpu"
+
+
+def test_the_global_batch_must_divide_by_a_stated_number_of_devices():
+    assert config.get_profile("full", devices=8)["batch_size"] == 32  # 4 per TPU core, final runs 2
+    with pytest.raises(config.SettingError, match="batch_size=32, final_batch_size=16, devices=3 do not fit"):
+        config.get_profile("full", devices=3)
+    with pytest.raises(config.SettingError, match="each must divide by the number of devices"):
+        config.get_profile("full", devices=["GPU:0", "GPU:1", "GPU:2"])
+    # "auto" depends on the machine: helpers.distribute checks it when training starts
+    assert config.get_profile("full", batch_size=30, devices="auto")["batch_size"] == 30
