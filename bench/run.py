@@ -179,14 +179,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=config.REPO_ROOT / "build" / "bench.md")
     args = parser.parse_args()
 
-    from helpers import device, notebooks
+    from helpers import notebooks, speed
 
     # the machine's reference rate, as the notebook runner measures it before a build: the
     # README's times were measured at notebooks.REFERENCE_RATE
-    rate = max(device.reference_rate() for _ in range(2))
+    rate = max(speed.reference_rate() for _ in range(2))
     rows = [
         (
-            f"reference rate: {device.REFERENCE_WORKLOAD}",
+            f"reference rate: {speed.REFERENCE_WORKLOAD}",
             f"{rate:,.0f} images/s",
             f"{rate / notebooks.REFERENCE_RATE:.2f}x the rate the README's times were measured at",
         )

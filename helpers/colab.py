@@ -199,9 +199,16 @@ def update_readme(readme: Path = config.REPO_ROOT / "README.md") -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    from helpers import notebooks  # here: helpers.notebooks imports this module
+def every_notebook(folder: Path = config.REPO_ROOT / "notebooks") -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in ``folder``, in teaching order.
 
+    The same list as ``helpers.notebooks.numbered_notebooks``, read here because that module
+    imports this one (its house rules check the setup cell), so this one may not import it.
+    """
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.colab", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("apply", help="add or refresh badges and the setup cell; update the README")
@@ -209,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="list the notebooks without current badges and setup cell")
     args = parser.parse_args(argv)
     if args.command == "apply":
-        for path in args.notebooks or notebooks.numbered_notebooks():
+        for path in args.notebooks or every_notebook():
             print(f"{'updated' if apply(path) else 'current'}  {path}")
         print(f"{'updated' if update_readme() else 'current'}  README.md")
         return 0
-    missing = {path: problems(path) for path in notebooks.numbered_notebooks()}
+    missing = {path: problems(path) for path in every_notebook()}
     for path, found in missing.items():
         for problem in found:
             print(f"{path.name}: {problem}")

@@ -5,6 +5,9 @@ Every input is a file at a pinned URL with a known SHA-256. :func:`fetch` puts i
 the right hash is never downloaded again. The loaders return GeoDataFrames in EPSG:4326
 (lng as x, lat as y, as GeoJSON has them) with plain column names.
 
+Samples of those tables are drawn here too: :func:`sample_per_area` (N rows per municipality
+or region, shared out over postcodes) and :func:`sample_per_cell` (the report's N per geocell).
+
 Run ``python -m helpers.datasets`` (or ``make data``) to fetch everything at once.
 """
 
@@ -604,6 +607,27 @@ def sample_per_area(
     sample = points.loc[np.concatenate(chosen)]
     sample.attrs["short_areas"] = short
     return sample
+
+
+def sample_per_cell(
+    points: pd.DataFrame,
+    labels: pd.Series,
+    per_cell: int,
+    seed: int = 0,
+    subarea: str | None = None,
+    warn: bool = True,
+) -> pd.DataFrame:
+    """The report's "N per geocell": ``per_cell`` random points from each cell, with a ``cell`` column.
+
+    ``labels`` are the geocells of ``geo.make_geocells`` (a cell number per point, indexed like
+    ``points``); only the labelled points are drawn from. With ``subarea`` (a column such as
+    "postcode"), each cell's points are shared out over its sub-areas in proportion to their
+    addresses, as the report sampled OpenAddresses (:func:`sample_per_area`). A cell with fewer
+    points is taken whole: ``attrs["short_areas"]`` maps it to its count (a warning names it
+    too, unless ``warn=False``).
+    """
+    table = points.loc[labels.index].assign(cell=labels)
+    return sample_per_area(table, "cell", per_cell, subarea=subarea, seed=seed, warn=warn)
 
 
 def main(argv: list[str] | None = None) -> int:

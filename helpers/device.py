@@ -22,9 +22,7 @@ losses and the metrics (``helpers.model.build_classifier`` keeps the head's ``De
 float32). The policy is set on the model's layers, never globally, so one run cannot leak
 its precision into the next.
 
-The machine's speed: :func:`reference_rate` times a fixed workload (training steps of the
-``default`` profile's small ViT on random images) in a few seconds, so a time measured on
-one machine can be scaled to another (``helpers.notebooks`` does it before a build).
+How fast the machine trains is :mod:`helpers.speed`'s question (``speed.reference_rate``).
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ from __future__ import annotations
 import functools
 import platform
 import sys
-import time
 import warnings
 
 import keras
@@ -196,37 +193,3 @@ def training_optimizer(optimizer, profile: dict):
     if precision(profile) == "mixed_float16" and not scaled:
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-# --- the machine's speed ---------------------------------------------------------------------
-
-REFERENCE_WORKLOAD = "training steps of the default profile's ViT (2 layers, width 64, 64 px), batch 64"
-
-
-def reference_rate(seconds: float = 2.0) -> float:
-    """Images/s of a fixed workload on this machine: :data:`REFERENCE_WORKLOAD`, in float32.
-
-    Measured for about ``seconds`` after one traced warm-up step (about 5 s in all on 2
-    cores). The same number on two machines means the same notebook times; half the rate,
-    about twice the time. ``make bench`` prints it too.
-    """
-    import numpy as np
-
-    from helpers import config, losses, model
-
-    profile = config.get_profile("default")
-    keras.utils.set_random_seed(0)
-    size, batch = profile["image_size"], profile["batch_size"]
-    classifier = model.build_classifier(129, profile)
-    classifier.compile(optimizer="adamw", loss=losses.cross_entropy, jit_compile=False)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    targets = np.stack([np.arange(batch) % 129, np.zeros(batch), np.zeros(batch)], axis=1).astype("float32")
-    classifier.train_on_batch(images, targets)  # traces the step
-    steps, start = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - start < seconds:
-        classifier.train_on_batch(images, targets)
-        steps += 1
-    rate = steps * batch / (time.perf_counter() - start)
-    keras.backend.clear_session()
-    return rate

@@ -354,27 +354,6 @@ def cell_polygons(labels: pd.Series, points: gpd.GeoDataFrame, land) -> gpd.GeoD
     return merged.to_crs(4326)
 
 
-def sample_per_cell(
-    points: pd.DataFrame,
-    labels: pd.Series,
-    per_cell: int,
-    seed: int = 0,
-    subarea: str | None = None,
-    warn: bool = True,
-) -> pd.DataFrame:
-    """The report's "N per geocell": ``per_cell`` random points from each cell, with a ``cell`` column.
-
-    With ``subarea`` (a column such as "postcode"), each cell's points are shared out over
-    its sub-areas in proportion to their addresses, as the report sampled OpenAddresses.
-    A cell with fewer points is taken whole: ``attrs["short_areas"]`` maps it to its count
-    (a warning names it too, unless ``warn=False``).
-    """
-    from helpers.datasets import sample_per_area
-
-    table = points.loc[labels.index].assign(cell=labels)
-    return sample_per_area(table, "cell", per_cell, subarea=subarea, seed=seed, warn=warn)
-
-
 def write_geocells(
     folder: Path, labels: pd.Series, points: gpd.GeoDataFrame, cells: gpd.GeoDataFrame
 ) -> None:

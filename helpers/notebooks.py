@@ -35,7 +35,7 @@ earlier notebooks it reads when they have not run in this profile (a fresh Colab
 a new build folder), with a progress bar and the expected time, and otherwise does nothing.
 
 Times that hold on any machine: :data:`REFERENCE_SECONDS` are the notebooks' times in a
-clean build, measured on a machine whose reference rate (``device.reference_rate``, images/s
+clean build, measured on a machine whose reference rate (``speed.reference_rate``, images/s
 of a fixed small training workload) was :data:`REFERENCE_RATE`. Before a build the runner
 measures this machine's rate (a few seconds; kept for an hour in ``build/<profile>/machine.json``)
 and scales the times by the ratio.
@@ -71,7 +71,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 # Seconds per notebook in a clean build, by profile, and the reference rate (images/s of
-# device.REFERENCE_WORKLOAD) of the machine they were measured on, by the runner, just before that
+# speed.REFERENCE_WORKLOAD) of the machine they were measured on, by the runner, just before that
 # build: 2 cores, no GPU, nothing else running. default: `make all` (README). smoke has no times:
 # it is CI's profile, and its bar counts notebooks.
 REFERENCE_RATE = 986.0
@@ -185,7 +185,7 @@ def dependencies(notebook: str | Path, folder: Path | None = None) -> list[Path]
 
 
 def machine_rate(profile: str | dict, refresh: bool = False) -> float:
-    """This machine's reference rate (images/s, ``device.reference_rate``), measured in a few seconds.
+    """This machine's reference rate (images/s, ``speed.reference_rate``), measured in a few seconds.
 
     Measured in a separate process, so a notebook's kernel keeps its random state and memory;
     kept for an hour in ``build/<profile>/machine.json`` so ``make all``, which starts one
@@ -196,7 +196,7 @@ def machine_rate(profile: str | dict, refresh: bool = False) -> float:
         saved = json.loads(path.read_text())
         if time.time() - saved.get("measured_at", 0) < MACHINE_MAX_AGE_S:
             return float(saved["rate"])
-    code = "from helpers import device; print(device.reference_rate())"
+    code = "from helpers import speed; print(speed.reference_rate())"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_child_environment(), check=False
     )
@@ -719,9 +719,9 @@ def kernels_peak_gb() -> float | None:
 
 
 def _reference_workload() -> str:
-    from helpers import device  # here: it imports Keras, which `check` and `strip` do not need
+    from helpers import speed  # here: it imports Keras, which `check` and `strip` do not need
 
-    return device.REFERENCE_WORKLOAD
+    return speed.REFERENCE_WORKLOAD
 
 
 def _run_command(

@@ -132,7 +132,7 @@ def image_set_locations(profile_name: str = "default") -> pd.DataFrame:
     Columns ``lat``, ``lng`` (degrees), ``cell`` and ``split`` ("train", "val", "test"), one
     row per image of ``dataset.csv``, in its order. Computed from the same functions, data
     and seed as the notebooks (locations, municipalities, ``geo.make_geocells``,
-    ``geo.sample_per_cell``, ``images.split_dataset``), so it needs no build: ``make
+    ``datasets.sample_per_cell``, ``images.split_dataset``), so it needs no build: ``make
     pretrained`` runs on a fresh clone before any notebook has.
     """
     from helpers import config, datasets, images
@@ -149,7 +149,7 @@ def image_set_locations(profile_name: str = "default") -> pd.DataFrame:
     labels, _ = geo.make_geocells(located, municipalities, n_cells=profile["n_cells"], seed=profile["seed"])
     table = pd.DataFrame(located.loc[labels.index].drop(columns="geometry")).assign(cell=labels)
     subarea = "postcode" if "postcode" in table.columns else None  # notebook 03's rule
-    chosen = geo.sample_per_cell(
+    chosen = datasets.sample_per_cell(
         table, table["cell"], profile["images_per_cell"], seed=profile["seed"], subarea=subarea, warn=False
     )
     chosen = chosen[["lat", "lng", "cell"]].reset_index(drop=True)

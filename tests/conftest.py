@@ -3,15 +3,32 @@ import pytest
 from helpers import config, datasets
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, modules go out in the order :func:`pytest_collection_modifyitems` sets.
+
+    xdist otherwise hands out work units (``--dist loadfile``: modules) largest first by their
+    number of tests, so the rehearsal series (13 tests) waited behind the unit modules with more
+    tests, and two long modules could queue on one worker; ``--no-loadscope-reorder`` is this
+    setting on the command line.
+    """
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items):
-    """Modules that run notebooks first, each kept whole and in order.
+    """Modules that run notebooks first, the longest series first, each kept whole and in order.
 
     ``make test`` runs modules on two workers (pytest-xdist, ``--dist loadfile``): the smoke
     and the rehearsal series take longest, so they start at once, one per worker, and the
-    unit tests fill in after them.
+    unit tests fill in after them. A module's weight is its number of notebook-marked tests
+    (the smoke series and its solutions, then the rehearsal series, then the rest).
     """
-    slow = {item.path for item in items if item.get_closest_marker("notebooks")}
-    items.sort(key=lambda item: item.path not in slow)
+    weight: dict = {}
+    for item in items:
+        weight.setdefault(item.path, 0)
+        weight[item.path] += item.get_closest_marker("notebooks") is not None
+    first_seen = {path: position for position, path in enumerate(weight)}
+    items.sort(key=lambda item: (-weight[item.path], first_seen[item.path]))
 
 
 @pytest.fixture(scope="session")

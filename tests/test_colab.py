@@ -118,6 +118,14 @@ def test_apply_gives_every_notebook_a_cell_that_passes_the_house_rules(path, tmp
     assert body(json.loads(copy.read_text())["cells"]) == body(json.loads(path.read_text())["cells"])
 
 
+def test_the_command_line_applies_to_the_same_notebooks_as_the_runner(tmp_path):
+    assert colab.every_notebook() == NOTEBOOKS
+    for name in ("03_images.ipynb", "01_locations.ipynb", "notes.ipynb", "1_short.ipynb"):
+        (tmp_path / name).write_text("{}")
+    expected = [tmp_path / "01_locations.ipynb", tmp_path / "03_images.ipynb"]
+    assert colab.every_notebook(tmp_path) == expected == notebooks.numbered_notebooks(tmp_path)
+
+
 def test_a_changed_setup_cell_or_a_stray_pip_install_is_reported(tmp_path):
     copy = tmp_path / APPLIED[0].name
     shutil.copy(APPLIED[0], copy)

@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 
@@ -119,3 +120,19 @@ def test_boundaries_are_tidy(data_files, loader, rows, columns):
 def test_municipalities_are_the_98_plus_christianso(municipalities):
     assert "Christiansø" in set(municipalities["name"])
     assert municipalities["name"].nunique() == 99
+
+
+def test_sample_per_cell_draws_from_each_cell_and_takes_a_short_cell_whole():
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({"lat": rng.uniform(54.6, 57.7, 60), "lng": rng.uniform(8.1, 15.2, 60)})
+    points["postcode"] = np.where(np.arange(60) % 3 == 0, 8000, 5000)
+    # cells 0 and 1 hold 25 points each, cell 2 only 4; 6 points have no cell and are never drawn
+    labels = pd.Series([0] * 25 + [1] * 25 + [2] * 4, index=rng.permutation(60)[:54])
+    sample = datasets.sample_per_cell(points, labels, per_cell=9, seed=5, subarea="postcode", warn=False)
+    assert sample.groupby("cell").size().to_dict() == {0: 9, 1: 9, 2: 4}
+    assert (sample["cell"] == labels.loc[sample.index]).all() and set(sample.index) <= set(labels.index)
+    assert sample.attrs["short_areas"] == {2: 4}
+    again = datasets.sample_per_cell(points, labels, per_cell=9, seed=5, subarea="postcode", warn=False)
+    assert again.index.equals(sample.index)
+    with pytest.warns(UserWarning, match="fewer than 9 rows"):
+        datasets.sample_per_cell(points, labels, per_cell=9, seed=5)

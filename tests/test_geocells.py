@@ -103,7 +103,7 @@ def test_cell_polygons_are_clipped_to_the_land_they_tile(geocells, located, muni
 
 def test_sample_per_cell(geocells, located):
     labels, _ = geocells
-    sample = geo.sample_per_cell(located, labels, per_cell=10, seed=3)
+    sample = datasets.sample_per_cell(located, labels, per_cell=10, seed=3)
     assert (sample.groupby("cell").size() == 10).all() and len(sample) == 1290
     assert (sample["cell"] == labels.loc[sample.index]).all()
 

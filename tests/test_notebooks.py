@@ -46,28 +46,37 @@ def shared_build(smoke_build_root):
         yield root
 
 
-@pytest.mark.notebooks
-def test_notebook_09_alone_in_an_empty_build_folder_builds_its_inputs_first(shared_build):
-    """Opened by itself (a student's fresh Colab machine), notebook 09 runs 01-08 first.
+# Opened alone, a notebook runs the ones it reads first (helpers.notebooks.build_inputs). The
+# mechanism is the same for every notebook after 01, so the test opens one whose inputs are
+# cheap: 04, which reads 01-03 (about a fifth of what 09's inputs, 01-08, cost in smoke).
+ALONE = "04_distances"
 
-    It starts the series, so the notebooks it builds are the series' own runs of 01-09 (one
+
+@pytest.mark.notebooks
+def test_a_notebook_alone_in_an_empty_build_folder_builds_its_inputs_first(shared_build):
+    """Opened by itself (a student's fresh Colab machine), notebook 04 runs 01-03 first.
+
+    It starts the series, so the notebooks it builds are the series' own runs of 01-04 (one
     runner, one profile): the tests below check their executed copies instead of running them
     again.
     """
     build = config.build_dir("smoke")
     assert not build.exists(), "the series starts from an empty build folder"
-    output, _ = notebooks.run_notebook(config.REPO_ROOT / "notebooks" / "09_attention.ipynb", "smoke")
-    earlier = notebooks.dependencies("09_attention.ipynb")
-    assert all((build / "notebooks" / path.name).exists() for path in earlier)
-    assert list((build / "figures").glob("fig09*.png"))
+    output, _ = notebooks.run_notebook(config.REPO_ROOT / "notebooks" / f"{ALONE}.ipynb", "smoke")
+    earlier = notebooks.dependencies(f"{ALONE}.ipynb")
+    assert [path.stem[:2] for path in earlier] == ["01", "02", "03"]
+    assert all(notebooks.has_run(path, "smoke") for path in earlier)
+    assert list((build / "figures").glob(f"fig{ALONE[:2]}*.png"))
     executed = json.loads(output.read_text())
     printed = "".join(
         "".join(out.get("text", "")) for cell in executed["cells"] for out in cell.get("outputs", [])
     )
-    # the notebook said what it was doing, with the expected time, and ran the eight notebooks
-    assert "09_attention reads what notebooks 01-08 write" in printed and "running them first" in printed
+    # the notebook said what it was doing, with the expected time, and ran the three notebooks
+    assert f"{ALONE} reads what notebooks 01-03 write" in printed and "running them first" in printed
     assert "This machine:" in printed and "100%" in printed
     assert (build / notebooks.MACHINE_FILE).exists()
+    started = [json.loads((build / "notebooks" / f".{path.stem}.done.json").read_text()) for path in earlier]
+    assert [record["finished"] for record in started] == sorted(record["finished"] for record in started)
 
 
 @pytest.mark.notebooks
@@ -75,7 +84,7 @@ def test_notebook_09_alone_in_an_empty_build_folder_builds_its_inputs_first(shar
 def test_runs_in_the_smoke_profile(path, shared_build):
     before = path.read_bytes()
     output = shared_build / "smoke" / "notebooks" / path.name
-    if not output.exists():  # 01-09 ran when notebook 09 was opened alone (the test above)
+    if not output.exists():  # 01-04 ran when notebook 04 was opened alone (the test above)
         output, seconds = notebooks.run_notebook(path, "smoke")
     assert output == shared_build / "smoke" / "notebooks" / path.name
     executed = json.loads(output.read_text())
@@ -296,3 +305,20 @@ def test_the_readme_lists_every_notebook_with_the_time_its_header_gives():
     count = len(NOTEBOOKS)
     words = {12: "twelve", 13: "thirteen", 14: "fourteen"}
     assert f"runs notebooks 01-{count:02d}" in readme and f"The {words.get(count, count)} notebooks" in readme
+
+
+# ---- the book of the smoke build: keep this the LAST test of the module ----
+# The course book (helpers/book) is built from the executed notebooks of the smoke build above
+# and its pages are opened in headless Chromium by tests/book_pages.py, the book's own checks.
+# It runs here, at the end of the smoke series, so that it reads this build instead of making one.
+BOOK_PAGES = config.REPO_ROOT / "tests" / "book_pages.py"
+
+
+@pytest.mark.notebooks
+def test_the_book_builds_from_the_smoke_build(shared_build, build_through):
+    if not BOOK_PAGES.exists():
+        pytest.skip(f"{BOOK_PAGES.relative_to(config.REPO_ROOT)} does not exist: no book check to run yet")
+    from tests import book_pages
+
+    build_through(len(NOTEBOOKS))  # every notebook's executed copy, when this test runs alone
+    book_pages.check_smoke_book(shared_build)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import config, device, losses, model, notebooks
+from helpers import config, device, losses, model, notebooks, speed
 
 
 def run_python(code: str, **environment) -> subprocess.CompletedProcess:
@@ -121,8 +121,10 @@ def test_a_gpu_profile_without_a_gpu_warns_loudly_when_it_trains(capsys):
 
 def test_the_reference_rate_is_measured_in_a_few_seconds():
     start = time.perf_counter()
-    rate = device.reference_rate(seconds=0.5)
+    rate = speed.reference_rate(seconds=0.5)
     assert rate > 0 and time.perf_counter() - start < 60
+    with pytest.raises(ValueError, match="seconds is 0"):
+        speed.reference_rate(seconds=0)
 
 
 # --- a notebook runs alone; times that hold on any machine -------------------------------------
