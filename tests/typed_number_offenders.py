@@ -13,7 +13,6 @@ OFFENDERS: list[tuple[str, str, str]] = [
         "10101",
         'cell names show the splits: "København 10101" was reached by taking side 1',
     ),
-    ("02_geocells.ipynb", "500", "class has between a few dozen and about 500 locations. (The report then d"),
     ("02_geocells.ipynb", "3", "** The report's boundary file put about 3 % of the points in a    neigh"),
     (
         "02_geocells.ipynb",
