@@ -107,7 +107,7 @@ def _badge_text(notebook: Path) -> str:
         paragraphs.append(badges(notebook))
         paragraphs.append("On Colab or Kaggle (internet on), the first code cell installs the workbook.")
     if number > 1:
-        earlier = "01" if number == 2 else f"01-{number - 1:02d}"
+        earlier = "notebook 01" if number == 2 else f"01-{number - 1:02d}"
         paragraphs.append(
             f"Opened alone, on a fresh machine, this notebook first runs the notebooks it reads ({earlier}) "
             "in the same profile, with a progress bar and the expected time; where they have run, it "

@@ -1,62 +1,8 @@
 """Typed numbers that tests/test_typed_numbers.py still finds, to be fixed (issue 31): (file, number,
-the words around it). What is left is in the notebooks that other changes edit (02, 05, 08, 11
-and 12); the solutions and notebooks 01, 03, 04, 06, 07, 09 and 10 are free of them."""
+the words around it). What is left is in the notebooks that other changes edit (11 and 12); the
+solutions and notebooks 01-10 are free of them."""
 
 OFFENDERS: list[tuple[str, str, str]] = [
-    ("02_geocells.ipynb", "01", "book first runs the notebooks it reads (01) in the same profile, with a"),
-    ("02_geocells.ipynb", "98", "the report's algorithm: start from the 98 municipalities and split the"),
-    ("02_geocells.ipynb", "45", 'bility for every cell*, can say "Aarhus 45 %, Odense 40 %", and we can s'),
-    ("02_geocells.ipynb", "40", 'ery cell*, can say "Aarhus 45 %, Odense 40 %", and we can still turn tho'),
-    ("02_geocells.ipynb", "13", "ance it touches the edge of Endelave, a 13 km² island that belongs to Ho"),
-    (
-        "02_geocells.ipynb",
-        "10101",
-        'cell names show the splits: "København 10101" was reached by taking side 1',
-    ),
-    ("02_geocells.ipynb", "3", "** The report's boundary file put about 3 % of the points in a    neigh"),
-    (
-        "02_geocells.ipynb",
-        "0.89",
-        "'s with an adjusted Rand index of about 0.89; the rest is explained by the",
-    ),
-    ("02_geocells.ipynb", "60", "setting (10 min; two runs of  ).* Build 60 cells (what    error do you g"),
-    ("02_geocells.ipynb", "250", "what    error do you get, and why?) and 250 cells. How does the largest c"),
-    (
-        "05_baseline_vit.ipynb",
-        "12",
-        "blished on the Hugging Face Hub. It has 12 layers of width 768 and 86 mi",
-    ),
-    (
-        "05_baseline_vit.ipynb",
-        "768",
-        "ing Face Hub. It has 12 layers of width 768 and 86 million parameters (th",
-    ),
-    (
-        "05_baseline_vit.ipynb",
-        "86",
-        "Hub. It has 12 layers of width 768 and 86 million parameters (the paper",
-    ),
-    (
-        "05_baseline_vit.ipynb",
-        "224",
-        "er's Table 1). The report trained it on 224-pixel images at about an hour",
-    ),
-    (
-        "05_baseline_vit.ipynb",
-        "0.9",
-        "ng learning rate, Adam's default betas (0.9, 0.999), no warm-up and no da",
-    ),
-    (
-        "05_baseline_vit.ipynb",
-        "0.999",
-        "arning rate, Adam's default betas (0.9, 0.999), no warm-up and no data augm",
-    ),
-    ("05_baseline_vit.ipynb", "8", "(the checkpoint was pretrained on 8-pixel patches, so this ViT st"),
-    (
-        "08_evaluation.ipynb",
-        "100",
-        "eir test top-1 accuracy (red 0 %, green 100 %). Click a cell: its test ph",
-    ),
     (
         "11_beyond_the_report.ipynb",
         "25832",
