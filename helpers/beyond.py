@@ -17,12 +17,9 @@ Coordinates are (lat, lng) in degrees; metric work happens in EPSG:25832 (x, y) 
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import pandas as pd
-from keras import ops
 from pyproj import Transformer
 
 from helpers import config, experiments, geo, images, losses, metrics, model
@@ -132,13 +129,8 @@ def embed_split(classifier, dataset: pd.DataFrame, image_root, split: str, profi
     if rows.empty:
         raise ValueError(f"The {split!r} split has no readable images; run notebook 03 first.")
     data = model.image_dataset(rows, image_root, profile["image_size"], 256, cache_budget_gb=0)
-    both = embedding_model(classifier)
-    tokens, probabilities = [], []
-    for batch, _ in data:
-        token, p = both(batch, training=False)
-        tokens.append(np.asarray(token))
-        probabilities.append(np.asarray(p))
-    return np.concatenate(tokens), np.concatenate(probabilities), rows
+    tokens, probabilities = model.predict_outputs(embedding_model(classifier), data)
+    return tokens, probabilities, rows
 
 
 def _unit(vectors) -> np.ndarray:
@@ -335,42 +327,6 @@ def cell_extents_km(table: pd.DataFrame, centroids_xy_km, floor_km: float = 1.0)
     return reach
 
 
-def build_hybrid(n_cells: int, profile: dict):
-    """The classifier of ``model.build_classifier`` with a second head on the class token.
-
-    Outputs ``{"cells": probabilities (n, n_cells), "offsets": (n, n_cells, 2)}``: for
-    every cell, the offset from its centroid as a fraction of its reach (tanh, in (-1, 1);
-    :func:`cell_extents_km`), one offset per cell as in OpenStreetView-5M's hybrid head.
-    """
-    classifier = model.build_classifier(n_cells, profile)
-    token = classifier.get_layer("class_token").output
-    flat = keras.layers.Dense(2 * n_cells, activation="tanh", name="offset_head")(token)
-    offsets = keras.layers.Reshape((n_cells, 2), name="offsets")(flat)
-    return keras.Model(
-        classifier.inputs[0], {"cells": classifier.outputs[0], "offsets": offsets}, name="hybrid"
-    )
-
-
-def offset_loss(centroids_xy_km, reach_km):
-    """Squared error of the true cell's predicted offset, as a fraction of the cell's reach.
-
-    ``y_true`` rows are [cell, x_km, y_km] (the photo's EPSG:25832 position); ``y_pred``
-    is (batch, n_cells, 2); ``reach_km`` is (n_cells, 2) (:func:`cell_extents_km`).
-    Training scores the true cell's offset (its centroid is known); at test time the
-    arg-max cell's offset is used.
-    """
-    centroids = np.asarray(centroids_xy_km, dtype="float32")
-    reach = np.asarray(reach_km, dtype="float32")
-
-    def offsets(y_true, y_pred):
-        cell = ops.cast(y_true[:, 0], "int32")
-        target = (y_true[:, 1:3] - ops.take(centroids, cell, axis=0)) / ops.take(reach, cell, axis=0)
-        chosen = ops.take_along_axis(y_pred, ops.reshape(cell, (-1, 1, 1)), axis=1)[:, 0, :]
-        return ops.sum(ops.square(chosen - target), axis=-1)
-
-    return offsets
-
-
 def _hybrid_data(rows, image_root, profile, training=False, augment=None, batch=None):
     """(images, {"cells": [cell, lat, lng], "offsets": [cell, x_km, y_km]}) batches of ``rows``.
 
@@ -419,7 +375,7 @@ def train_hybrid(
     offset_weight: float = 1.0,
     verbose: int = 2,
 ) -> dict:
-    """Train the hybrid head jointly: the cell loss + ``offset_weight`` * :func:`offset_loss`.
+    """Train the hybrid head jointly: the cell loss + ``offset_weight`` * ``losses.offset_loss``.
 
     ``like`` is the ``summary.json`` of the run to compare with
     (``experiments.finished_run``): its cell loss, augmentation, warm-up, betas and
@@ -462,44 +418,23 @@ def train_hybrid(
     augmenter = model.randaugment(profile, seed=profile["seed"]) if augment else None
     train_data = _hybrid_data(train_rows, image_root, profile, training=True, augment=augmenter, batch=batch)
     val_data = _hybrid_data(val_rows, image_root, profile, batch=256)
-    hybrid = build_hybrid(len(cells), profile)
+    hybrid = model.build_hybrid(len(cells), profile)
     steps = model.steps_per_epoch(len(train_rows), batch)
-    hybrid.compile(
-        optimizer=model.make_optimizer(
-            profile, steps, epochs, warmup=warmup, betas=betas, train_images=len(train_rows)
-        ),
-        loss={"cells": cell_loss, "offsets": offset_loss(centroids_xy, reach)},
-        loss_weights={"cells": 1.0, "offsets": offset_weight},
-        metrics={"cells": [losses.accuracy_metrics()[0]]},
-        jit_compile=model.jit_compile(profile),
+    optimizer = model.make_optimizer(
+        profile, steps, epochs, warmup=warmup, betas=betas, train_images=len(train_rows)
     )
     folder = model.run_dir(profile, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        keras.callbacks.CSVLogger(str(folder / "history.csv")),
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"), monitor="val_cells_accuracy", mode="max", save_best_only=True
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    start = time.perf_counter()
-    hybrid.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )
-    seconds = time.perf_counter() - start
-    history = pd.read_csv(folder / "history.csv")
-    kept = model.load_model(folder, "best")
-    pd.DataFrame(reach, columns=["reach_east_km", "reach_north_km"]).to_csv(folder / "cell_reach_km.csv")
-    model.write_summary(
+    run = model.train(
+        profile,
         folder,
-        {
-            "name": name,
-            "profile": profile["name"],
+        hybrid,
+        train_data,
+        val_data,
+        loss={"cells": cell_loss, "offsets": losses.offset_loss(centroids_xy, reach)},
+        loss_weights={"cells": 1.0, "offsets": offset_weight},
+        epochs=epochs,
+        optimizer=optimizer,
+        settings={
             "head": "hybrid: cell softmax + per-cell offset (EPSG:25832, fraction of the cell's reach)",
             "like": like.get("name"),
             "loss": like.get("loss", "cross_entropy"),
@@ -507,41 +442,34 @@ def train_hybrid(
             "warmup": warmup,
             "betas": list(betas),
             "offset_weight": offset_weight,
-            "epochs": epochs,
             "batch_size": batch,
-            "best_epoch": int(history["val_cells_accuracy"].idxmax()),
-            "seed": profile["seed"],
-            "overrides": profile["overrides"],
-            "image_source": profile["image_source"],
-            "pretrained": model.checkpoint_name(profile),
-            "pretrained_sha256": model.checkpoint_sha256(profile),
             "train_images": len(train_rows),
-            "seconds": seconds,
         },
+        verbose=verbose,
     )
+    reach_table = pd.DataFrame(reach, columns=["reach_east_km", "reach_north_km"])
+    with config.atomic_target(folder / "cell_reach_km.csv") as temporary:
+        reach_table.to_csv(temporary)
     return {
-        "model": kept,
-        "history": history,
+        "model": run["model"],
+        "history": run["history"],
         "reach_km": reach,
         "centroids_xy_km": centroids_xy,
-        "seconds": seconds,
+        "seconds": run["seconds"],
     }
 
 
 def hybrid_predict_split(hybrid, dataset: pd.DataFrame, image_root, split: str, profile: dict, reach_km):
     """(probabilities (n, n_cells), offsets in km (n, n_cells, 2), rows used) of one split.
 
-    ``reach_km`` (n_cells, 2) turns the head's fractions into km (:func:`cell_extents_km`).
+    ``reach_km`` (n_cells, 2) turns the head's fractions into km (:func:`cell_extents_km`);
+    ``hybrid`` is ``model.build_hybrid``'s network as :func:`train_hybrid` keeps it.
     """
     rows, _ = images.readable_rows(dataset[dataset["split"] == split], image_root)
     rows = rows.reset_index(drop=True)
     data = model.image_dataset(rows, image_root, profile["image_size"], 256, cache_budget_gb=0)
-    probabilities, offsets = [], []
-    for batch, _ in data:
-        out = hybrid(batch, training=False)
-        probabilities.append(np.asarray(out["cells"]))
-        offsets.append(np.asarray(out["offsets"]) * np.asarray(reach_km)[None])
-    return np.concatenate(probabilities), np.concatenate(offsets), rows
+    outputs = model.predict_outputs(hybrid, data)
+    return outputs["cells"], outputs["offsets"] * np.asarray(reach_km)[None], rows
 
 
 # --- the comparison table ----------------------------------------------------------------

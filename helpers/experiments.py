@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import keras
@@ -73,17 +72,30 @@ def image_scores(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataF
     )
 
 
-def evaluate(probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame) -> dict:
+def evaluate(
+    probabilities: np.ndarray, table: pd.DataFrame, cells: pd.DataFrame, tree: pd.DataFrame | None = None
+) -> dict:
     """Top-1/top-3 accuracy, the error from the arg-max cell's centroid to each image's true
     location (km): mean, median and the share within 1, 25, 200 and 750 km; and the report's
-    distance, arg-max centroid to true centroid (``centroid_mean_km``, see :func:`image_scores`)."""
+    distance, arg-max centroid to true centroid (``centroid_mean_km``, see :func:`image_scores`).
+
+    With ``tree`` (``future.hierarchy``: each cell's municipality and region), also the share
+    of images whose predicted cell lies in the true municipality (``municipality_accuracy``)
+    and in the true region (``region_accuracy``), as notebook 12 scores its methods.
+    """
     scores = image_scores(probabilities, table, cells)
-    return {
+    result = {
         "top1": float(scores["correct"].mean()),
         "top3": float(scores["in_top3"].mean()),
         **metrics.distance_summary(scores["error_km"]),
         "centroid_mean_km": float(scores["centroid_km"].mean()),
     }
+    if tree is not None:
+        guess, true = scores["predicted"].to_numpy(), scores["cell"].to_numpy()
+        for level in geo.LEVELS:
+            parent = geo.parents(tree, level)
+            result[f"{level}_accuracy"] = float((parent[guess] == parent[true]).mean())
+    return result
 
 
 def run_experiment(
@@ -155,68 +167,50 @@ def run_experiment(
     optimizer = model.make_optimizer(
         profile, steps, epochs, warmup=warmup, betas=betas, train_images=len(train_rows)
     )
-    folder = model.run_dir(profile, name)
     objective = losses.make_loss(loss, distance_km, centroids=centroids, tau_km=tau_km, ce_weight=ce_weight)
-    start = time.perf_counter()
-    history = model.train(
+
+    def score(kept) -> dict:
+        """The kept checkpoint's validation scores, and top-1 on a clean pass over the training images."""
+        probabilities, _ = model.predict(kept, val_data)
+        scores = evaluate(probabilities, val_rows, cells)
+        clean_train = model.image_dataset(train_rows, image_root, size, 256, cache_budget_gb=0)
+        train_probabilities, _ = model.predict(kept, clean_train)
+        # per-image records: the paired comparisons of helpers.statistics need them
+        write_predictions(folder, "val", image_scores(probabilities, val_rows, cells))
+        train_scores = image_scores(train_probabilities, train_rows, cells)
+        write_predictions(folder, "train", train_scores[["image_path", "cell", "predicted", "correct"]])
+        scores["train_top1"] = float(train_scores["correct"].mean())
+        return scores
+
+    folder = model.run_dir(profile, name)
+    run = model.train(
+        profile,
+        folder,
         classifier,
         train_data,
         val_data,
-        folder,
-        epochs,
-        objective,
-        distance_km,
-        optimizer,
+        loss=objective,
+        epochs=epochs,
+        optimizer=optimizer,
+        distance_km=distance_km,
+        settings={
+            "loss": loss,
+            "augment": augment,
+            "warmup": warmup,
+            "betas": list(betas or (profile["beta_1"], profile["beta_2"])),
+            "freeze_backbone": freeze_backbone,
+            "tau_km": tau_km if loss == "haversine_smoothing" else None,
+            "ce_weight": ce_weight,
+            "batch_size": batch,
+            "lr_schedule": profile["lr_schedule"],
+            "train_images": len(train_rows),
+            "skipped_images": skipped,
+        },
+        score=score,
+        record={"data": data or data_label(profile), "notes": notes},
         verbose=verbose,
-        jit_compile=model.jit_compile(profile),
     )
-    seconds = time.perf_counter() - start
-
-    kept = model.load_model(folder, "best")
-    probabilities, _ = model.predict(kept, val_data)
-    scores = evaluate(probabilities, val_rows, cells)
-    clean_train = model.image_dataset(train_rows, image_root, size, 256, cache_budget_gb=0)
-    train_probabilities, _ = model.predict(kept, clean_train)
-    # per-image records: the paired comparisons of helpers.statistics need them
-    write_predictions(folder, "val", image_scores(probabilities, val_rows, cells))
-    train_scores = image_scores(train_probabilities, train_rows, cells)
-    write_predictions(folder, "train", train_scores[["image_path", "cell", "predicted", "correct"]])
-    scores["train_top1"] = float(train_scores["correct"].mean())
-    settings = {
-        "loss": loss,
-        "augment": augment,
-        "warmup": warmup,
-        "betas": list(betas or (profile["beta_1"], profile["beta_2"])),
-        "freeze_backbone": freeze_backbone,
-        "tau_km": tau_km if loss == "haversine_smoothing" else None,
-        "ce_weight": ce_weight,
-        "epochs": epochs,
-        "batch_size": batch,
-        "lr_schedule": profile["lr_schedule"],
-        "best_epoch": int(history["val_accuracy"].idxmax()),
-        "seed": profile["seed"],
-        "overrides": profile["overrides"],
-        "image_source": profile["image_source"],
-        "pretrained": model.checkpoint_name(profile),  # the checkpoint this run started from
-        "pretrained_sha256": model.checkpoint_sha256(profile),
-        "train_images": len(train_rows),
-        "skipped_images": skipped,
-        "seconds": seconds,
-    }
-    model.write_summary(folder, {"name": name, "profile": profile["name"], **settings, "val": scores})
-    if profile["overrides"]:
-        changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
-        notes = f"{notes} [{changed}]" if notes else f"[{changed}]"
-    metrics.record_result(
-        profile,
-        name,
-        data=data or data_label(profile),
-        split="val",
-        notes=notes,
-        seed=profile["seed"],
-        **scores,
-    )
-    return {"name": name, "history": history, "val": scores, "folder": folder, "settings": settings}
+    return {k: run[k] for k in ("name", "history", "val", "folder", "settings")}
 
 
 def batch_size_of(profile: dict, *, augment: bool, warmup: bool, betas: tuple[float, float] | None) -> int:
@@ -760,14 +754,12 @@ def keep_best_candidate(
             shutil.rmtree(retired, ignore_errors=True)
     chosen_text = ", ".join(f"{key}={_setting_text(value)}" for key, value in tuning["chosen"].items())
     kept_notes = f"best of {len(candidates)} tuning runs ({chosen_text})"
-    metrics.record_result(
+    model.record_result(
         profile,
         name,
+        {**summary["val"], "seed": summary.get("seed")},
         data=data_label(profile),
-        split="val",
         notes=f"{notes}; {kept_notes}" if notes else kept_notes,
-        seed=summary.get("seed"),
-        **summary["val"],
     )
     settings = {key: value for key, value in summary.items() if key not in ("name", "profile", "val")}
     return {

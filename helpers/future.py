@@ -8,16 +8,19 @@ trained with the same data, splits, seed, epochs and optimiser (notebook 12):
   of each level's head, ``p(cell) * p(municipality of cell) * p(region of cell)``; the
   coarse probabilities come either from summing the cell probabilities
   (:func:`summed_hierarchy`) or from heads trained beside the cell head
-  (:func:`build_multitask`).
+  (``model.build_multitask``).
 * **Auxiliary heads** (multi-task learning; PIGEON trains auxiliary heads too). Labels
   every place has for free: its region and municipality, its distance to the coast and its
   urbanity, the two measures the synthetic renderer draws from (:func:`auxiliary_labels`).
 * **A CNN against the ViT.** A small ResNet with about the ViT's parameter count
-  (:func:`build_cnn`, :func:`matched_width`); in profiles with a pretrained ViT
+  (``model.build_cnn``, ``model.matched_width``); in profiles with a pretrained ViT
   (``full``, ``mapillary``) a pretrained ResNet-50 from the Hugging Face Hub
-  (:data:`RESNET50_PRESET`), loaded through keras-hub as the ViT is.
+  (``model.RESNET50_PRESET``), loaded through keras-hub as the ViT is.
 * **A loss without cross-entropy**, the squared expected distance from the predicted
-  cells' centroids to the image's own location (:func:`image_distance_loss`).
+  cells' centroids to the image's own location (``losses.image_distance_loss``).
+
+Every network here trains through ``model.train``, the loop of every run of the workbook
+(:func:`train_network` prepares its data and settings), and is scored by ``experiments.evaluate``.
 
 Coordinates are (lat, lng) in degrees; distances in km.
 """
@@ -25,23 +28,15 @@ Coordinates are (lat, lng) in degrees; distances in km.
 from __future__ import annotations
 
 import re
-import time
 
 import keras
 import numpy as np
 import pandas as pd
 
-from helpers import config, experiments, geo, images, losses, metrics, model, statistics, synthetic
+from helpers import config, experiments, geo, images, metrics, model, statistics, synthetic
+from helpers.geo import LEVELS, parents  # the hierarchy above the cells: notebook 12 reads it here
 
-# ResNet-50 (timm's "ResNet strikes back" A1 recipe, ImageNet-1k) on the Hugging Face Hub:
-# keras-hub converts it on loading, through the same hf:// path as the ViT's checkpoint
-RESNET50_PRESET = "hf://timm/resnet50.a1_in1k"
-# that checkpoint's input normalisation (timm's ImageNet mean and standard deviation, RGB 0-1)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 AUX_WEIGHT = 0.3  # weight of each auxiliary loss beside the cell head's cross-entropy (weight 1)
-AUXILIARY_HEADS = ("municipality", "region", "coast", "urbanity")  # the heads beside the cells
-LEVELS = ("municipality", "region")  # the coarser levels above the cells, fine to coarse
 # the flat baseline of notebook 05 (run "baseline"): no warm-up, Adam's default betas, no augmentation
 BASELINE_SETTINGS = {"warmup": False, "betas": (0.9, 0.999), "augment": False}
 # What notebook 12 trades to stay within its share of `make all` (about 3 minutes on 2 cores):
@@ -115,13 +110,6 @@ def hierarchy(cells: pd.DataFrame, regions) -> pd.DataFrame:
     tree["municipality_index"] = tree["municipality_code"].rank(method="dense").astype(int) - 1
     tree["region_index"] = tree["region"].rank(method="dense").astype(int) - 1
     return tree
-
-
-def parents(tree: pd.DataFrame, level: str) -> np.ndarray:
-    """The parent index of each cell at ``level`` ("municipality" or "region"): shape (n_cells,)."""
-    if level not in LEVELS:
-        raise ValueError(f"Unknown level {level!r}; choose from {LEVELS}.")
-    return tree.sort_values("cell")[f"{level}_index"].to_numpy()
 
 
 def level_probabilities(cell_probabilities: np.ndarray, parent: np.ndarray) -> np.ndarray:
@@ -247,146 +235,6 @@ def scaled_places(rows: pd.DataFrame, labels: pd.DataFrame, train: np.ndarray) -
     return pd.DataFrame({"lat": rows["lat"].to_numpy(), "lng": rows["lng"].to_numpy(), **scaled}), scaling
 
 
-# --- models ---------------------------------------------------------------------------------
-
-
-def cnn_preset(profile: dict) -> str | None:
-    """The pretrained CNN to set against the profile's ViT, or None for a small CNN from scratch.
-
-    Profiles whose ViT is a Hugging Face checkpoint (``full``, ``mapillary``) get
-    :data:`RESNET50_PRESET`; the others train both networks from scratch.
-    """
-    return RESNET50_PRESET if str(profile.get("pretrained") or "").startswith("hf://") else None
-
-
-def _residual_block(x, filters: int, stride: int, name: str):
-    """ResNet's basic block: two 3x3 convolutions with batch norm, added to a shortcut."""
-    layers = keras.layers
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(name=f"{name}_bn1")(y))
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
-    if stride != 1 or x.shape[-1] != filters:  # the shortcut must change shape too
-        x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
-        x = layers.BatchNormalization(name=f"{name}_shortcut_bn")(x)
-    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, x]))
-
-
-def build_cnn(n_cells: int, profile: dict, width: int | None = None, preset: str | None = None):
-    """A ResNet-style classifier over ``n_cells`` cells: RGB pixels 0-255 in, softmax out.
-
-    From scratch (``preset`` None and :func:`cnn_preset` None): a 3x3 stem convolution
-    with stride 2 and a 2x2 max-pool (ResNet's stem, scaled down), three basic residual
-    blocks of ``width``, ``2 * width`` and ``4 * width`` filters (the last two halve the
-    resolution), global average pooling and a softmax head. ``width`` defaults to
-    :func:`matched_width`, about the parameter count of the profile's ViT. With a preset
-    (:data:`RESNET50_PRESET`), keras-hub's ``ResNetBackbone`` loads it and the pixels are
-    normalised as the checkpoint was trained (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`).
-    The layer "pooled" gives the image embedding.
-    """
-    layers = keras.layers
-    size = profile["image_size"]
-    preset = preset or cnn_preset(profile)
-    inputs = keras.Input((size, size, 3), name="image")
-    if preset:
-        import keras_hub
-
-        backbone = keras_hub.models.ResNetBackbone.from_preset(preset)
-        x = layers.Rescaling(1 / 255, name="to_0_1")(inputs)
-        x = layers.Normalization(
-            mean=list(IMAGENET_MEAN), variance=list(np.square(IMAGENET_STD)), name="imagenet_normalisation"
-        )(x)
-        features = backbone(x)
-    else:
-        width = width or matched_width(n_cells, profile)
-        x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
-        x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-        x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
-        x = layers.MaxPooling2D(2, name="stem_pool")(x)
-        for stage, (multiple, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
-            x = _residual_block(x, multiple * width, stride, name=f"stage{stage}")
-        features = x
-    pooled = layers.GlobalAveragePooling2D(name="pooled")(features)
-    probabilities = layers.Dense(n_cells, activation="softmax", name="cells")(pooled)
-    return keras.Model(inputs, probabilities, name="cnn_geocells")
-
-
-def cnn_parameters(width: int, n_cells: int) -> int:
-    """The parameter count of :func:`build_cnn` from scratch, by hand (Keras counts the same).
-
-    Convolutions have no bias (batch norm follows); each batch norm holds 4 numbers per
-    channel (scale, offset, moving mean and variance). Stem: ``27 w + 4 w``; block 1
-    (w to w): ``18 w² + 8 w``; block 2 (w to 2w, with a 1x1 shortcut): ``56 w² + 24 w``;
-    block 3 (2w to 4w): ``224 w² + 48 w``; head: ``4 w n + n``.
-    """
-    return 298 * width**2 + 111 * width + 4 * width * n_cells + n_cells
-
-
-def matched_width(n_cells: int, profile: dict) -> int | None:
-    """The CNN width whose parameter count (:func:`cnn_parameters`) is closest to the profile's
-    ViT classifier's. None where the profile's CNN is a pretrained checkpoint
-    (:func:`cnn_preset`), whose size is fixed."""
-    if cnn_preset(profile):
-        return None
-    target = model.build_classifier(n_cells, profile).count_params()
-    return min(range(1, 1025), key=lambda width: abs(cnn_parameters(width, n_cells) - target))
-
-
-def build_multitask(
-    n_cells: int, n_municipalities: int, n_regions: int, profile: dict, auxiliary=AUXILIARY_HEADS
-):
-    """The ViT classifier of ``model.build_classifier`` with more heads on its class token.
-
-    Outputs, by name: "cells" (softmax over cells, the flat classifier's head) and the
-    ``auxiliary`` heads (any of :data:`AUXILIARY_HEADS`): "municipality" and "region"
-    (softmax over the coarser levels, for the hierarchy), "coast" and "urbanity" (one
-    linear output each, standardised targets). Built after the same seed, the backbone and
-    the cell head start from the flat classifier's weights.
-    """
-    unknown = set(auxiliary) - set(AUXILIARY_HEADS)
-    if unknown:
-        raise ValueError(f"Unknown heads {sorted(unknown)}; choose from {AUXILIARY_HEADS}.")
-    classifier = model.build_classifier(n_cells, profile)
-    embedding = classifier.get_layer("class_token").output
-    dense = keras.layers.Dense
-    builders = {  # Keras wants Python ints for the sizes
-        "municipality": lambda: dense(int(n_municipalities), activation="softmax", name="municipality"),
-        "region": lambda: dense(int(n_regions), activation="softmax", name="region"),
-        "coast": lambda: dense(1, name="coast"),
-        "urbanity": lambda: dense(1, name="urbanity"),
-    }
-    outputs = {"cells": classifier.output}
-    outputs.update({head: builders[head]()(embedding) for head in AUXILIARY_HEADS if head in auxiliary})
-    return keras.Model(classifier.input, outputs, name="vit_multitask")
-
-
-# --- the loss without cross-entropy -----------------------------------------------------------
-
-
-def image_distance_loss(centroids, scale_km: float):
-    """The report's loss (1) with distances to the image's own location, and no cross-entropy.
-
-    ``(sum_i p_i d(centroid_i, image) / scale_km) ** 2``: the expected great-circle distance
-    (km, ``losses.haversine_km_to_cells``) from the predicted cells' centroids (``centroids``,
-    (n_cells, 2) lat, lng degrees) to where the photo was taken, divided by ``scale_km``
-    (the largest distance between two centroids, the authors' normalisation), squared.
-    Needs ``model.image_dataset``'s labels, (batch, 3) rows [cell, lat, lng];
-    ``helpers.losses`` has no variant without cross-entropy that measures to the image.
-    """
-    from keras import ops
-
-    centroids = losses.checked_centroids(centroids)
-    if scale_km <= 0:
-        raise ValueError(f"scale_km must be a positive distance in km, got {scale_km}.")
-
-    def loss(y_true, y_pred):
-        distance_km = losses.haversine_km_to_cells(losses.true_latlng(y_true), centroids)
-        return ops.square(ops.sum(y_pred * distance_km, axis=-1) / scale_km)
-
-    loss.__name__ = "image_distance_squared"
-    return loss
-
-
 # --- training and evaluation -------------------------------------------------------------------
 
 
@@ -416,7 +264,8 @@ def train_network(
     Same image set and splits, seed (set before ``build()`` is called), batch size,
     ``epochs`` (default the profile's), optimiser (``model.make_optimizer`` with
     :data:`BASELINE_SETTINGS`) and checkpoint rule (the epoch of best validation top-1) as
-    ``experiments.run_experiment``. A network with several outputs (:func:`build_multitask`)
+    ``experiments.run_experiment``, through the same loop (``model.train``: its callbacks, resume,
+    precision and ``summary.json``). A network with several outputs (``model.build_multitask``)
     needs ``places`` (:func:`scaled_places` of all images) and ``tree``; its "cells" output
     is the one the checkpoint rule watches, and each other head's loss weighs
     ``aux_weight``. ``train_share`` below 1 trains on that share of the training images
@@ -450,31 +299,42 @@ def train_network(
         profile, steps, epochs, warmup=BASELINE_SETTINGS["warmup"], betas=BASELINE_SETTINGS["betas"]
     )
     folder = model.run_dir(profile, name)
-    jit = model.jit_compile(profile)
-    start = time.perf_counter()
-    if isinstance(network.output, dict):
+    heads = list(network.output) if isinstance(network.output, dict) else ["cells"]
+    if len(heads) > 1:
         if places is None or tree is None:
             raise ValueError(
                 "A network with several heads needs `places` (scaled_places) and `tree` (hierarchy)."
             )
-        train_data = multitask_targets(train_data, tree, places, list(network.output))
-        val_data = multitask_targets(val_data, tree, places, list(network.output))
-        history = _fit_heads(network, train_data, val_data, folder, epochs, loss, optimizer, aux_weight, jit)
-    else:
-        history = model.train(
-            network,
-            train_data,
-            val_data,
-            folder,
-            epochs,
-            loss,
-            optimizer=optimizer,
-            verbose=0,
-            jit_compile=jit,
-        )
-    seconds = time.perf_counter() - start
-    kept = model.load_model(folder, "best")
-    outputs = predict_outputs(kept, val_data)
+        train_data = multitask_targets(train_data, tree, places, heads)
+        val_data = multitask_targets(val_data, tree, places, heads)
+        loss = {"cells": loss, **{head: _HEAD_KINDS[head]["loss"]() for head in heads if head != "cells"}}
+    run = model.train(
+        profile,
+        folder,
+        network,
+        train_data,
+        val_data,
+        loss=loss,
+        epochs=epochs,
+        optimizer=optimizer,
+        loss_weights={head: 1.0 if head == "cells" else aux_weight for head in heads}
+        if len(heads) > 1
+        else None,
+        head_metrics={head: _HEAD_KINDS[head]["metrics"] for head in heads if head != "cells"},
+        settings={
+            "network": network.name,
+            "heads": heads,
+            "aux_weight": aux_weight if len(heads) > 1 else None,
+            "warmup": BASELINE_SETTINGS["warmup"],
+            "betas": list(BASELINE_SETTINGS["betas"]),
+            "augment": BASELINE_SETTINGS["augment"],
+            "batch_size": batch,
+            "train_share": train_share,
+            "train_images": len(train_rows),
+        },
+        verbose=0,
+    )
+    outputs = model.predict_outputs(run["model"], val_data)
     # per-image records, as experiments.run_experiment keeps them: the paired noise rule reads them
     cells, _ = experiments.cells_and_distances(profile)
     cell_probabilities = outputs["cells"] if isinstance(outputs, dict) else outputs
@@ -483,8 +343,8 @@ def train_network(
     return {
         "name": name,
         "folder": folder,
-        "history": history,
-        "seconds": seconds,
+        "history": run["history"],
+        "seconds": run["seconds"],
         "parameters": int(network.count_params()),
         "epochs": epochs,
         "val": outputs,
@@ -492,68 +352,25 @@ def train_network(
     }
 
 
-def _fit_heads(
-    network, train_data, val_data, folder, epochs: int, loss, optimizer, aux_weight: float, jit_compile="auto"
-):
-    """Compile and fit a network with several heads; keep the epoch of best validation cell top-1."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "history.csv").unlink(missing_ok=True)
-    heads = list(network.output)
-    classify = {
+# how each auxiliary head of model.build_multitask is trained and scored: its loss and its metrics
+_HEAD_KINDS = {
+    "municipality": {
         "loss": keras.losses.SparseCategoricalCrossentropy,
         "metrics": lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    }
-    regress = {
+    },
+    "region": {
+        "loss": keras.losses.SparseCategoricalCrossentropy,
+        "metrics": lambda: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    },
+    "coast": {
         "loss": keras.losses.MeanSquaredError,
         "metrics": lambda: [keras.metrics.MeanAbsoluteError(name="mae")],
-    }
-    kinds = {"municipality": classify, "region": classify, "coast": regress, "urbanity": regress}
-    network.compile(
-        optimizer=optimizer,
-        loss={"cells": loss, **{head: kinds[head]["loss"]() for head in heads if head != "cells"}},
-        loss_weights={head: 1.0 if head == "cells" else aux_weight for head in heads},
-        metrics={
-            "cells": losses.accuracy_metrics(),
-            **{head: kinds[head]["metrics"]() for head in heads if head != "cells"},
-        },
-        jit_compile=jit_compile,
-    )
-    callbacks = [
-        keras.callbacks.CSVLogger(str(folder / "history.csv")),
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"), monitor="val_cells_accuracy", mode="max", save_best_only=True
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    network.fit(
-        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False
-    )
-    return pd.read_csv(folder / "history.csv")
-
-
-def predict_outputs(network, data) -> dict | np.ndarray:
-    """The network's outputs over a dataset of (images, targets) batches.
-
-    A dict of arrays by output name for a network with several heads, else the
-    (n_images, n_cells) probabilities.
-    """
-    collected = []
-    for batch_images, _ in data:
-        collected.append(network(batch_images, training=False))
-    if isinstance(collected[0], dict):
-        return {key: np.concatenate([np.asarray(c[key]) for c in collected]) for key in collected[0]}
-    return np.concatenate([np.asarray(c) for c in collected])
-
-
-def evaluate(probabilities: np.ndarray, rows: pd.DataFrame, cells: pd.DataFrame, tree: pd.DataFrame) -> dict:
-    """``experiments.evaluate`` (top-1, top-3, km from the arg-max cell's centroid) plus the share
-    of images whose predicted cell lies in the true municipality and in the true region."""
-    scores = experiments.evaluate(probabilities, rows, cells)
-    guess, true = probabilities.argmax(axis=1), rows["cell"].to_numpy()
-    for level in LEVELS:
-        parent = parents(tree, level)
-        scores[f"{level}_accuracy"] = float((parent[guess] == parent[true]).mean())
-    return scores
+    },
+    "urbanity": {
+        "loss": keras.losses.MeanSquaredError,
+        "metrics": lambda: [keras.metrics.MeanAbsoluteError(name="mae")],
+    },
+}
 
 
 def record(
@@ -565,7 +382,7 @@ def record(
     tree: pd.DataFrame,
     notes: str = "",
 ) -> dict:
-    """Score one method's validation ``probabilities`` (:func:`evaluate`) and record them.
+    """Score one method's validation ``probabilities`` (``experiments.evaluate``, with ``tree``); record them.
 
     Writes the row "future: <method>" (split "val", like the flat runs of notebooks 05-07)
     in the results table, the method's row in ``tables/future.csv``, which adds
@@ -577,19 +394,13 @@ def record(
     """
     profile = config.get_profile(profile)
     folder = model.run_dir(profile, predictions_run(method))  # checks the name before writing anything
-    scores = evaluate(probabilities, run["rows"], cells, tree)
-    if profile["overrides"]:
+    scores = experiments.evaluate(probabilities, run["rows"], cells, tree)
+    model.record_result(
+        profile, f"future: {method}", scores, data=experiments.data_label(profile), notes=notes
+    )
+    if profile["overrides"]:  # the table of this notebook says what changed, as the results row does
         changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
         notes = f"{notes} [{changed}]" if notes else f"[{changed}]"
-    metrics.record_result(
-        profile,
-        f"future: {method}",
-        data=experiments.data_label(profile),
-        split="val",
-        notes=notes,
-        seed=profile["seed"],
-        **{k: v for k, v in scores.items() if k in metrics.RESULT_COLUMNS},
-    )
     row = {
         "method": method,
         **scores,
@@ -623,7 +434,7 @@ def load_table(profile: str | dict) -> pd.DataFrame:
 
 
 def auxiliary_errors(outputs: dict, labels: pd.DataFrame, scaling: dict, tree: pd.DataFrame, rows) -> dict:
-    """How well the auxiliary heads of :func:`build_multitask` do on the validation images.
+    """How well the auxiliary heads of ``model.build_multitask`` do on the validation images.
 
     ``outputs`` are the heads' validation outputs, ``labels`` the true :func:`auxiliary_labels`
     of ``rows``, ``scaling`` the (mean, std) of :func:`scaled_places`. Returns the mean

@@ -416,3 +416,18 @@ def cell_adjacency(cells: gpd.GeoDataFrame, tolerance_m: float = 50.0) -> np.nda
     adjacency[left, right] = True
     np.fill_diagonal(adjacency, False)
     return adjacency
+
+
+# The coarser levels above the cells, fine to coarse: each cell lies in one municipality (it was
+# cut from it) and so in one region. The hierarchy of notebook 12 and the evaluation's columns.
+LEVELS = ("municipality", "region")
+
+
+def parents(tree: pd.DataFrame, level: str) -> np.ndarray:
+    """The parent index of each cell at ``level`` ("municipality" or "region"): shape (n_cells,).
+
+    ``tree`` has one row per cell with ``cell`` and ``<level>_index`` columns.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"Unknown level {level!r}; choose from {LEVELS}.")
+    return tree.sort_values("cell")[f"{level}_index"].to_numpy()

@@ -277,3 +277,58 @@ def accuracy_metrics() -> list:
         keras.metrics.MeanMetricWrapper(accuracy, name="accuracy"),
         keras.metrics.MeanMetricWrapper(top3, name="top3"),
     ]
+
+
+# --- losses of notebooks 11 and 12 ------------------------------------------------------
+
+
+def image_distance_loss(centroids, scale_km: float):
+    """The report's loss (1) with distances to the image's own location, and no cross-entropy.
+
+    ``(sum_i p_i d(centroid_i, image) / scale_km) ** 2``: the expected great-circle distance
+    (km, :func:`haversine_km_to_cells`) from the predicted cells' centroids (``centroids``,
+    (n_cells, 2) lat, lng degrees) to where the photo was taken, divided by ``scale_km``
+    (the largest distance between two centroids, the authors' normalisation), squared.
+    Needs labels of shape (batch, 3), rows [cell, lat, lng] (``model.image_dataset``'s);
+    :func:`expected_distance_squared` measures to the true cell's centroid instead.
+    """
+    centroids = checked_centroids(centroids)
+    if not scale_km > 0:
+        raise ValueError(f"scale_km must be a positive distance in km, got {scale_km}.")
+
+    def loss(y_true, y_pred):
+        distance_km = haversine_km_to_cells(true_latlng(y_true), centroids)
+        return ops.square(ops.sum(y_pred * distance_km, axis=-1) / scale_km)
+
+    loss.__name__ = "image_distance_squared"
+    return loss
+
+
+def offset_loss(centroids_xy_km, reach_km):
+    """The hybrid head's loss: squared error of the true cell's offset, as a fraction of its reach.
+
+    ``y_true`` rows are [cell, x_km, y_km], the photo's EPSG:25832 position in km; ``y_pred``
+    is (batch, n_cells, 2), one (x, y) offset per cell as a fraction of that cell's reach;
+    ``centroids_xy_km`` and ``reach_km`` are (n_cells, 2) km (``beyond.cell_extents_km``).
+    Training scores the true cell's offset (its centroid is known); at test time the arg-max
+    cell's offset is used.
+    """
+    centroids = np.asarray(centroids_xy_km, dtype="float32")
+    reach = np.asarray(reach_km, dtype="float32")
+    if centroids.ndim != 2 or centroids.shape[1] != 2 or reach.shape != centroids.shape:
+        raise ValueError(
+            "centroids_xy_km and reach_km must both be (n_cells, 2) km, got shapes "
+            f"{centroids.shape} and {reach.shape}."
+        )
+    if not (reach > 0).all():
+        raise ValueError("Every cell's reach must be a positive number of km (beyond.cell_extents_km).")
+
+    def offsets(y_true, y_pred):
+        cell = true_cells(y_true)
+        target = (ops.cast(y_true[:, 1:3], "float32") - ops.take(centroids, cell, axis=0)) / ops.take(
+            reach, cell, axis=0
+        )
+        chosen = ops.take_along_axis(y_pred, ops.reshape(cell, (-1, 1, 1)), axis=1)[:, 0, :]
+        return ops.sum(ops.square(chosen - target), axis=-1)
+
+    return offsets

@@ -9,8 +9,14 @@ the small ViT the workbook pretrained itself (``workbook:`` presets, ``pretraine
 Inputs are RGB images with values 0-255; the model scales
 them to [-1, 1] itself, as the checkpoint expects.
 
-Each training run lives in ``build/<profile>/runs/<name>/``: ``history.csv`` (one row per
-epoch), ``best.keras`` and ``last.keras``, ``backup/`` (to resume an interrupted run),
+The workbook's other networks live here too: the hybrid cell-and-offset head (notebook 11,
+:func:`build_hybrid`), the multi-task ViT and a ResNet-style CNN (notebook 12,
+:func:`build_multitask`, :func:`build_cnn`).
+
+Every training run of the workbook goes through one loop, :func:`train` (callbacks, the
+checkpoint rule, resume, precision, devices, ``summary.json`` and the results row), on any
+Keras backend. Each run lives in ``build/<profile>/runs/<name>/``: ``history.csv`` (one row
+per epoch), ``best.keras`` and ``last.keras``, ``backup/`` (to resume an interrupted run),
 ``logs/`` (TensorBoard) and ``summary.json``.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -26,7 +33,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import config, device, losses, safe_paths
+from helpers import config, device, distribute, losses, safe_paths
 
 # The folder of the workbook's own pretrained checkpoints (helpers.pretrain, `make pretrained`)
 PRETRAINED_DIR = config.REPO_ROOT / "pretrained"
@@ -453,23 +460,171 @@ def build_classifier(
     processor does (:func:`input_scaling`). ``freeze_backbone=True`` trains the head only
     (the report's frozen experiment: 10 %). ``augment``: a layer applied to the pixels
     before that, in training only (:func:`randaugment_layer`, RandAugment on the GPU).
+    Built inside :func:`distribution_scope`.
     """
-    preset = resolve_preset(profile, preset)
-    backbone = build_backbone(profile, preset)
-    backbone.trainable = not freeze_backbone
-    size = backbone.image_shape[0] if hasattr(backbone, "image_shape") else profile["image_size"]
-    scale, offset = input_scaling(preset)
-    inputs = keras.Input((size, size, 3), name="image")
-    pixels = augment(inputs) if augment is not None else inputs
-    scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(pixels)
-    tokens = backbone(scaled)
-    # the head, and so the probabilities the losses and metrics read, stay float32 under a
-    # mixed policy: a softmax over 129 cells in float16 would round small probabilities to 0
-    class_token = keras.layers.Lambda(lambda t: t[:, 0, :], name="class_token", dtype="float32")(tokens)
-    probabilities = keras.layers.Dense(n_cells, activation="softmax", name="cells", dtype="float32")(
-        class_token
-    )
-    return keras.Model(inputs, probabilities, name="vit_geocells")
+    with distribution_scope(profile):
+        preset = resolve_preset(profile, preset)
+        backbone = build_backbone(profile, preset)
+        backbone.trainable = not freeze_backbone
+        size = backbone.image_shape[0] if hasattr(backbone, "image_shape") else profile["image_size"]
+        scale, offset = input_scaling(preset)
+        inputs = keras.Input((size, size, 3), name="image")
+        pixels = augment(inputs) if augment is not None else inputs
+        scaled = keras.layers.Rescaling(scale, offset=offset, name="to_minus1_1")(pixels)
+        tokens = backbone(scaled)
+        # the head, and so the probabilities the losses and metrics read, stay float32 under a
+        # mixed policy: a softmax over 129 cells in float16 would round small probabilities to 0
+        class_token = keras.layers.Lambda(lambda t: t[:, 0, :], name="class_token", dtype="float32")(tokens)
+        probabilities = keras.layers.Dense(n_cells, activation="softmax", name="cells", dtype="float32")(
+            class_token
+        )
+        return keras.Model(inputs, probabilities, name="vit_geocells")
+
+
+def build_hybrid(n_cells: int, profile: dict):
+    """The classifier of :func:`build_classifier` with a second head on the class token.
+
+    Outputs ``{"cells": probabilities (n, n_cells), "offsets": (n, n_cells, 2)}``: for
+    every cell, the offset from its centroid as a fraction of its reach (tanh, in (-1, 1);
+    ``beyond.cell_extents_km``), one offset per cell as in OpenStreetView-5M's hybrid head.
+    Trained with ``losses.offset_loss`` on the offsets (notebook 11).
+    """
+    with distribution_scope(profile):
+        classifier = build_classifier(n_cells, profile)
+        token = classifier.get_layer("class_token").output
+        flat = keras.layers.Dense(2 * n_cells, activation="tanh", name="offset_head")(token)
+        offsets = keras.layers.Reshape((n_cells, 2), name="offsets")(flat)
+        return keras.Model(
+            classifier.inputs[0], {"cells": classifier.outputs[0], "offsets": offsets}, name="hybrid"
+        )
+
+
+# the heads build_multitask can put beside the cells: the coarser levels and two measures of the place
+AUXILIARY_HEADS = ("municipality", "region", "coast", "urbanity")
+
+
+def build_multitask(
+    n_cells: int, n_municipalities: int, n_regions: int, profile: dict, auxiliary=AUXILIARY_HEADS
+):
+    """The ViT classifier of :func:`build_classifier` with more heads on its class token.
+
+    Outputs, by name: "cells" (softmax over cells, the flat classifier's head) and the
+    ``auxiliary`` heads (any of :data:`AUXILIARY_HEADS`): "municipality" and "region"
+    (softmax over the coarser levels, for the hierarchy), "coast" and "urbanity" (one
+    linear output each, standardised targets). Built after the same seed, the backbone and
+    the cell head start from the flat classifier's weights (notebook 12).
+    """
+    unknown = set(auxiliary) - set(AUXILIARY_HEADS)
+    if unknown:
+        raise ValueError(f"Unknown heads {sorted(unknown)}; choose from {AUXILIARY_HEADS}.")
+    with distribution_scope(profile):
+        classifier = build_classifier(n_cells, profile)
+        embedding = classifier.get_layer("class_token").output
+        dense = keras.layers.Dense
+        builders = {  # Keras wants Python ints for the sizes
+            "municipality": lambda: dense(int(n_municipalities), activation="softmax", name="municipality"),
+            "region": lambda: dense(int(n_regions), activation="softmax", name="region"),
+            "coast": lambda: dense(1, name="coast"),
+            "urbanity": lambda: dense(1, name="urbanity"),
+        }
+        outputs = {"cells": classifier.output}
+        outputs.update({head: builders[head]()(embedding) for head in AUXILIARY_HEADS if head in auxiliary})
+        return keras.Model(classifier.input, outputs, name="vit_multitask")
+
+
+# --- a CNN to set against the ViT (notebook 12) ----------------------------------------------
+
+# ResNet-50 (timm's "ResNet strikes back" A1 recipe, ImageNet-1k) on the Hugging Face Hub:
+# keras-hub converts it on loading, through the same hf:// path as the ViT's checkpoint
+RESNET50_PRESET = "hf://timm/resnet50.a1_in1k"
+# that checkpoint's input normalisation (timm's ImageNet mean and standard deviation, RGB 0-1)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def cnn_preset(profile: dict) -> str | None:
+    """The pretrained CNN to set against the profile's ViT, or None for a small CNN from scratch.
+
+    Profiles whose ViT is a Hugging Face checkpoint (``full``, ``mapillary``) get
+    :data:`RESNET50_PRESET`; the others train both networks from scratch.
+    """
+    return RESNET50_PRESET if str(profile.get("pretrained") or "").startswith("hf://") else None
+
+
+def _residual_block(x, filters: int, stride: int, name: str):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, added to a shortcut."""
+    layers = keras.layers
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(name=f"{name}_bn1")(y))
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:  # the shortcut must change shape too
+        x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut")(x)
+        x = layers.BatchNormalization(name=f"{name}_shortcut_bn")(x)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, x]))
+
+
+def build_cnn(n_cells: int, profile: dict, width: int | None = None, preset: str | None = None):
+    """A ResNet-style classifier over ``n_cells`` cells: RGB pixels 0-255 in, softmax out.
+
+    From scratch (``preset`` None and :func:`cnn_preset` None): a 3x3 stem convolution
+    with stride 2 and a 2x2 max-pool (ResNet's stem, scaled down), three basic residual
+    blocks of ``width``, ``2 * width`` and ``4 * width`` filters (the last two halve the
+    resolution), global average pooling and a softmax head. ``width`` defaults to
+    :func:`matched_width`, about the parameter count of the profile's ViT. With a preset
+    (:data:`RESNET50_PRESET`), keras-hub's ``ResNetBackbone`` loads it and the pixels are
+    normalised as the checkpoint was trained (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`).
+    The layer "pooled" gives the image embedding. Built inside :func:`distribution_scope`.
+    """
+    layers = keras.layers
+    size = profile["image_size"]
+    preset = preset or cnn_preset(profile)
+    with distribution_scope(profile):
+        inputs = keras.Input((size, size, 3), name="image")
+        if preset:
+            import keras_hub
+
+            backbone = keras_hub.models.ResNetBackbone.from_preset(preset)
+            x = layers.Rescaling(1 / 255, name="to_0_1")(inputs)
+            x = layers.Normalization(
+                mean=list(IMAGENET_MEAN),
+                variance=list(np.square(IMAGENET_STD)),
+                name="imagenet_normalisation",
+            )(x)
+            features = backbone(x)
+        else:
+            width = width or matched_width(n_cells, profile)
+            x = layers.Rescaling(1 / 127.5, offset=-1, name="to_minus1_1")(inputs)
+            x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+            x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+            x = layers.MaxPooling2D(2, name="stem_pool")(x)
+            for stage, (multiple, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
+                x = _residual_block(x, multiple * width, stride, name=f"stage{stage}")
+            features = x
+        pooled = layers.GlobalAveragePooling2D(name="pooled")(features)
+        probabilities = layers.Dense(n_cells, activation="softmax", name="cells")(pooled)
+        return keras.Model(inputs, probabilities, name="cnn_geocells")
+
+
+def cnn_parameters(width: int, n_cells: int) -> int:
+    """The parameter count of :func:`build_cnn` from scratch, by hand (Keras counts the same).
+
+    Convolutions have no bias (batch norm follows); each batch norm holds 4 numbers per
+    channel (scale, offset, moving mean and variance). Stem: ``27 w + 4 w``; block 1
+    (w to w): ``18 w² + 8 w``; block 2 (w to 2w, with a 1x1 shortcut): ``56 w² + 24 w``;
+    block 3 (2w to 4w): ``224 w² + 48 w``; head: ``4 w n + n``.
+    """
+    return 298 * width**2 + 111 * width + 4 * width * n_cells + n_cells
+
+
+def matched_width(n_cells: int, profile: dict) -> int | None:
+    """The CNN width whose parameter count (:func:`cnn_parameters`) is closest to the profile's
+    ViT classifier's. None where the profile's CNN is a pretrained checkpoint
+    (:func:`cnn_preset`), whose size is fixed."""
+    if cnn_preset(profile):
+        return None
+    target = build_classifier(n_cells, profile).count_params()
+    return min(range(1, 1025), key=lambda width: abs(cnn_parameters(width, n_cells) - target))
 
 
 @keras.saving.register_keras_serializable(package="workbook")
@@ -569,19 +724,22 @@ def make_optimizer(
     complex the model is).
     """
     beta_1, beta_2 = betas or (profile["beta_1"], profile["beta_2"])
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate_schedule(profile, steps_per_epoch, epochs, warmup, train_images),
-        weight_decay=profile["weight_decay"],
-        beta_1=beta_1,
-        beta_2=beta_2,
-    )
-    # Keras searches these in variable names: "bias", "gamma"/"beta" (LayerNorm), "class_token"
-    # and "embeddings" (the position embedding) in a keras-hub ViTBackbone; the TensorFlow
-    # backend sees the full path plus ":0". The patch embedding is a convolution whose
-    # weights, "kernel", do decay.
-    optimizer.exclude_from_weight_decay(var_names=[r"(^|/)(bias|gamma|beta|class_token|embeddings)(:\d+)?$"])
-    # loss scaling under mixed_float16; a GPU profile without a GPU warns here
-    return device.training_optimizer(optimizer, profile)
+    with distribution_scope(profile):  # its variables live where the model's do
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=learning_rate_schedule(profile, steps_per_epoch, epochs, warmup, train_images),
+            weight_decay=profile["weight_decay"],
+            beta_1=beta_1,
+            beta_2=beta_2,
+        )
+        # Keras searches these in variable names: "bias", "gamma"/"beta" (LayerNorm), "class_token"
+        # and "embeddings" (the position embedding) in a keras-hub ViTBackbone; the TensorFlow
+        # backend sees the full path plus ":0". The patch embedding is a convolution whose
+        # weights, "kernel", do decay.
+        optimizer.exclude_from_weight_decay(
+            var_names=[r"(^|/)(bias|gamma|beta|class_token|embeddings)(:\d+)?$"]
+        )
+        # loss scaling under mixed_float16; a GPU profile without a GPU warns here
+        return device.training_optimizer(optimizer, profile)
 
 
 def randaugment(profile: dict, seed: int = 0):
@@ -724,11 +882,20 @@ def _augment_outside_tf_data(augment):
     (64 px, batch 64, this repository's make bench set-up). The pipeline must run in this
     Python process, as Keras's ``fit`` runs it. The map takes ((images, targets), seed):
     each batch's (2,) seed (:func:`image_dataset`) decides its draws, so batches augmented
-    on parallel threads get what they would get one after another.
+    on parallel threads get what they would get one after another. On a backend other than
+    TensorFlow the augmenter runs eagerly on NumPy arrays (``keras.ops`` of JAX cannot trace
+    TensorFlow's tensors): slower, and the same policy.
     """
     import tensorflow as tf
 
-    step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
+    if keras.backend.backend() == "tensorflow":
+        step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
+    else:
+        # keras.ops of JAX (or PyTorch) cannot read TensorFlow's traced tensors: the augmenter runs
+        # eagerly in the py_function, on NumPy arrays, and hands NumPy back to the pipeline
+        def step(images, seed):
+            augmented = augment(np.asarray(images), training=True, seed=np.asarray(seed))
+            return np.asarray(augmented, dtype="float32")
 
     def augmented(batch, seed):
         images, targets = batch
@@ -764,70 +931,218 @@ def run_dir(profile: str | dict, name: str) -> Path:
     return runs / name
 
 
+def distribution_scope(profile: dict):
+    """The context in which a model, its optimiser, ``compile`` and ``fit`` are made for ``profile``.
+
+    ``distribute.scope(profile)``: data-parallel training over the profile's ``devices``
+    (TensorFlow's MirroredStrategy, Keras's distribution API on JAX), nothing on one device.
+    Entering it again inside itself is harmless, so the builders below may call each other.
+    """
+    return distribute.scope(profile)
+
+
+def _outputs_by_head(network) -> bool:
+    """Whether ``network`` has several named heads (a dict of outputs, with the cells as "cells")."""
+    return isinstance(network.output, dict)
+
+
+def best_epoch_metric(network) -> str:
+    """The history column the checkpoint rule reads: validation top-1 of the cell head.
+
+    "val_accuracy" for a classifier, "val_cells_accuracy" for a network with several heads.
+    """
+    return "val_cells_accuracy" if _outputs_by_head(network) else "val_accuracy"
+
+
 def train(
-    model,
+    profile: str | dict,
+    folder: Path,
+    network,
     train_data,
     val_data,
-    folder: Path,
-    epochs: int,
+    *,
     loss,
-    distance_km=None,
+    epochs: int,
     optimizer=None,
+    loss_weights: dict | None = None,
+    head_metrics: dict | None = None,
+    distance_km=None,
+    settings: dict | None = None,
+    score=None,
+    record: dict | None = None,
     verbose: int = 2,
     extra_callbacks=(),
-    jit_compile="auto",
-) -> pd.DataFrame:
-    """Compile and fit ``model``; return the per-epoch history (also in ``folder/history.csv``).
+    jit_compile=None,
+) -> dict:
+    """Train ``network`` as every run of the workbook trains: compile, fit, checkpoints, summary, record.
 
-    Resumable: if ``folder/backup`` exists from an interrupted run, training continues after
-    the last finished epoch instead of starting again. Saves ``best.keras``, the epoch with
-    the highest validation top-1 accuracy (the rule that also ranks runs, see
-    ``experiments.best_run``), and ``last.keras``; stops on a NaN loss. ``jit_compile``
-    goes to ``Model.compile`` (pass :func:`jit_compile` of the profile).
+    The one training loop of notebooks 05-12 (the classifiers, the hybrid head, the CNN, the
+    multi-task network). ``folder`` is the run's folder (:func:`run_dir`); its name is the run's.
+
+    * **Loss and metrics.** ``loss`` is one loss, or {head: loss} for a network with several
+      heads (``loss_weights`` {head: weight}). The cell head ("cells", or the only output)
+      always gets top-1 and top-3 (``losses.accuracy_metrics``) and, with ``distance_km``
+      (the cell distance matrix, km), ``losses.distance_metrics``; ``head_metrics``
+      {head: function returning a list of metrics} adds the other heads' (called inside the
+      distribution scope, where metrics must make their variables).
+    * **Optimiser and precision.** ``optimizer`` (default AdamW with Keras's settings; pass
+      :func:`make_optimizer`'s) gets loss scaling when the profile computes in float16
+      (``device.training_optimizer``); ``jit_compile`` defaults to the profile's on this
+      machine (:func:`jit_compile`, no XLA for a MirroredStrategy: ``distribute.jit_compile``).
+      Compile and fit run inside :func:`distribution_scope`; the network must have been
+      built there too (the builders here do), and ``batch_size`` is the global batch.
+    * **The checkpoint rule.** ``best.keras`` is the epoch with the highest validation top-1
+      of the cell head (:func:`best_epoch_metric`; the rule that also ranks runs, see
+      ``experiments.best_run``); ``last.keras`` the last epoch. A NaN loss stops training.
+    * **Resumable.** If ``folder/backup`` exists from an interrupted run, training continues
+      after the last finished epoch, and ``best.keras`` is replaced only by a better epoch.
+    * **Records.** ``history.csv`` (one row per epoch), ``logs/`` (TensorBoard) and
+      ``summary.json``: ``settings`` (what the caller wants kept, e.g. the loss), then what
+      every run records (epochs, best epoch, seed, overrides, image source, checkpoint,
+      precision, backend, seconds) and, when ``score`` is given, ``"val"``: what
+      ``score(kept model)`` returns (validation scores, fractions and km). With ``record``
+      ({"data": label, "notes": text}) those scores also become the run's validation row in
+      the results table (:func:`record_result`).
+
+    Batches may come from ``tf.data`` on any Keras backend: Keras's own data adapters hand
+    JAX NumPy arrays. Returns {"name", "folder", "history" (DataFrame), "model" (the kept
+    checkpoint, loaded), "val" (scores or None), "settings" (the summary without name,
+    profile and val), "seconds" (training only)}.
     """
+    if record is not None and score is None:
+        raise ValueError(
+            "record= writes the run's validation scores to the results table: pass score= too "
+            "(a function of the kept model that returns them), or leave record out."
+        )
+    profile = config.get_profile(profile)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     backup = folder / "backup"
     resuming = backup.exists()
+    monitor = best_epoch_metric(network)
     best_so_far = None
     if not resuming:
         (folder / "history.csv").unlink(missing_ok=True)
         shutil.rmtree(folder / "logs", ignore_errors=True)
     else:
-        best_so_far = _resume_history(folder)
-    metrics = losses.accuracy_metrics() + (
-        losses.distance_metrics(distance_km) if distance_km is not None else []
+        best_so_far = _resume_history(folder, monitor)
+    # XLA as the profile and the devices allow (no XLA for a MirroredStrategy on TensorFlow)
+    jit = distribute.jit_compile(profile, device.jit_compile(profile) if jit_compile is None else jit_compile)
+    distribute.check_model(network, profile)  # built in distribution_scope when the profile has devices
+    # JAX with several devices needs batches that split evenly: the last one padded, at weight 0
+    train_data, val_data = (
+        distribute.even_batches(train_data, profile),
+        distribute.even_batches(val_data, profile),
     )
-    model.compile(optimizer=optimizer or "adamw", loss=loss, metrics=metrics, jit_compile=jit_compile)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "best.keras"),
-            monitor="val_accuracy",
-            mode="max",
-            save_best_only=True,
-            # resumed: best.keras already holds the best epoch so far; only a better one replaces it
-            initial_value_threshold=best_so_far,
-        ),
-        keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
-        *extra_callbacks,
-    ]
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )  # the pipeline shuffles
-    return pd.read_csv(folder / "history.csv")
+    with distribution_scope(profile):
+        # metrics hold variables: made here, they live on every device as the model's weights do
+        cell_metrics = losses.accuracy_metrics() + (
+            losses.distance_metrics(distance_km) if distance_km is not None else []
+        )
+        if _outputs_by_head(network):
+            others = {head: make() for head, make in (head_metrics or {}).items()}
+            metrics_of = {"cells": cell_metrics, **others}
+        else:
+            metrics_of = cell_metrics
+        optimizer = optimizer or keras.optimizers.AdamW()
+        if device.precision(profile) == "mixed_float16" and not isinstance(
+            optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            optimizer = device.training_optimizer(optimizer, profile)
+        # several devices on TensorFlow: sparse gradients summed dense (distribute.prepare_optimizer)
+        optimizer = distribute.prepare_optimizer(optimizer, profile)
+        # several devices on JAX pad the last batch at weight 0: metrics must read the weights
+        weighted = distribute.replicas(profile) > 1
+        network.compile(
+            optimizer=optimizer,
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=None if weighted else metrics_of,
+            weighted_metrics=metrics_of if weighted else None,
+            jit_compile=jit,
+        )
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(backup)),
+            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
+            keras.callbacks.ModelCheckpoint(
+                str(folder / "best.keras"),
+                monitor=monitor,
+                mode="max",
+                save_best_only=True,
+                # resumed: best.keras already holds the best epoch so far; only a better one replaces it
+                initial_value_threshold=best_so_far,
+            ),
+            keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
+            *extra_callbacks,
+        ]
+        start = time.perf_counter()
+        network.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the pipeline shuffles
+        )
+        seconds = time.perf_counter() - start
+    history = pd.read_csv(folder / "history.csv")
+    kept = load_model(folder, "best")
+    scores = score(kept) if score is not None else None
+    summary = {
+        **(settings or {}),
+        "epochs": epochs,
+        "best_epoch": int(history[monitor].idxmax()),
+        "seed": profile["seed"],
+        "overrides": profile["overrides"],
+        "image_source": profile["image_source"],
+        "pretrained": checkpoint_name(profile),  # the checkpoint this run started from
+        "pretrained_sha256": checkpoint_sha256(profile),
+        "precision": device.precision(profile),
+        "jit_compile": jit,
+        "keras_backend": keras.backend.backend(),
+        "seconds": seconds,
+    }
+    write_summary(
+        folder,
+        {"name": folder.name, "profile": profile["name"], **summary, **({"val": scores} if scores else {})},
+    )
+    if record is not None:
+        record_result(profile, folder.name, scores, data=record["data"], notes=record.get("notes", ""))
+    return {
+        "name": folder.name,
+        "folder": folder,
+        "history": history,
+        "model": kept,
+        "val": scores,
+        "settings": summary,
+        "seconds": seconds,
+    }
 
 
-def _resume_history(folder: Path) -> float | None:
-    """Before resuming the run in ``folder``: the best validation top-1 so far, or None.
+def record_result(
+    profile: str | dict, name: str, scores: dict, *, data: str, notes: str = "", split: str = "val"
+) -> None:
+    """Write the results row (``name``, ``split``) of a run or method: the one way rows are written.
+
+    ``scores`` are the row's numbers (``metrics.RESULT_COLUMNS``; other keys are left out);
+    the profile's overrides (a seed, an image size) are added to ``notes`` in brackets, and
+    its seed goes to the ``seed`` column.
+    """
+    from helpers import metrics
+
+    profile = config.get_profile(profile)
+    if profile["overrides"]:
+        changed = ", ".join(f"{k}={v}" for k, v in profile["overrides"].items())
+        notes = f"{notes} [{changed}]" if notes else f"[{changed}]"
+    values = {k: v for k, v in scores.items() if k in metrics.RESULT_COLUMNS}
+    values.setdefault("seed", profile["seed"])
+    metrics.record_result(profile, name, data=data, split=split, notes=notes, **values)
+
+
+def _resume_history(folder: Path, monitor: str = "val_accuracy") -> float | None:
+    """Before resuming the run in ``folder``: the best value of ``monitor`` so far, or None.
 
     ``BackupAndRestore`` restores the weights and the epoch, but a new ``ModelCheckpoint``
     would start from no best at all and overwrite ``best.keras`` with the first resumed
@@ -846,20 +1161,51 @@ def _resume_history(folder: Path) -> float | None:
             history = history[history["epoch"] < finished]
             with config.atomic_target(history_path) as temporary:
                 history.to_csv(temporary, index=False)
-    has_best = (folder / "best.keras").exists() and "val_accuracy" in history
-    if has_best and history["val_accuracy"].notna().any():
-        return float(history["val_accuracy"].max())
+    has_best = (folder / "best.keras").exists() and monitor in history
+    if has_best and history[monitor].notna().any():
+        return float(history[monitor].max())
     return None
+
+
+def numpy_batches(data):
+    """The batches of ``data`` (a ``tf.data`` pipeline or any iterable of (inputs, targets)) as NumPy.
+
+    What every Keras backend accepts: JAX's compiled functions refuse TensorFlow tensors
+    (``TypeError: Error interpreting argument ... EagerTensor``). Targets that are a dict stay
+    a dict, of arrays.
+    """
+    for inputs, targets in data:
+        if isinstance(targets, dict):
+            targets = {key: np.asarray(value) for key, value in targets.items()}
+        else:
+            targets = np.asarray(targets)
+        yield np.asarray(inputs), targets
 
 
 def predict(model, data) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (n, n_cells), true cells (n,)) over a dataset of (images, targets) batches."""
     probabilities, labels = [], []
-    for batch_images, targets in data:
+    for batch_images, targets in numpy_batches(data):
         probabilities.append(np.asarray(model.predict_on_batch(batch_images)))
-        targets = np.asarray(targets)
         labels.append((targets[:, 0] if targets.ndim == 2 else targets).astype(int))
     return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def predict_outputs(network, data) -> dict | np.ndarray:
+    """The network's outputs over a dataset of (images, targets) batches, in inference mode.
+
+    A dict of arrays by output name for a network with several heads, else one array (the
+    (n_images, n_cells) probabilities of a classifier).
+    """
+    if keras.backend.backend() == "tensorflow":
+        collected = [network(batch_images, training=False) for batch_images, _ in numpy_batches(data)]
+    else:  # JAX runs a model called outside a compiled function op by op: compile it once
+        collected = [network.predict_on_batch(batch_images) for batch_images, _ in numpy_batches(data)]
+    if isinstance(collected[0], dict):
+        return {key: np.concatenate([np.asarray(c[key]) for c in collected]) for key in collected[0]}
+    if isinstance(collected[0], list | tuple):
+        return [np.concatenate([np.asarray(c[i]) for c in collected]) for i in range(len(collected[0]))]
+    return np.concatenate([np.asarray(c) for c in collected])
 
 
 def write_summary(folder: Path, summary: dict) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from pyproj import Transformer
 from shapely.geometry import box
 
-from helpers import beyond, config, geo, guess, metrics
+from helpers import beyond, config, geo, guess, losses, metrics, model
 
 # --- GeoScore ------------------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ def test_offset_targets_and_the_offset_loss_by_hand():
     assert beyond.offset_targets_km(table, centroids_xy)[0] == pytest.approx([3.0, -4.0], abs=1e-6)
 
     reach = np.array([[10.0, 10.0], [5.0, 8.0]])  # cell 1 reaches 5 km east-west, 8 km north-south
-    loss = beyond.offset_loss(centroids_xy, reach)
+    loss = losses.offset_loss(centroids_xy, reach)
     y_true = np.array([[1.0, 603.0, 6096.0]], dtype="float32")
     right = np.array([[[0.9, 0.9], [0.6, -0.5]]], dtype="float32")  # (3, -4) km / (5, 8) km
     assert float(np.asarray(loss(y_true, right))[0]) == pytest.approx(0.0, abs=1e-6)
@@ -169,7 +169,7 @@ def test_cell_reach_is_the_largest_offset_per_axis():
 
 
 def test_the_hybrid_model_has_a_cell_head_and_one_offset_per_cell(smoke_profile):
-    hybrid = beyond.build_hybrid(5, smoke_profile)
+    hybrid = model.build_hybrid(5, smoke_profile)
     size = smoke_profile["image_size"]
     out = hybrid(np.zeros((2, size, size, 3), dtype="float32"))
     assert tuple(out["cells"].shape) == (2, 5) and tuple(out["offsets"].shape) == (2, 5, 2)

@@ -151,3 +151,23 @@ def test_best_run_is_a_run_that_kept_a_checkpoint(isolated_build):
     assert experiments.best_run("smoke") == "final_seed0"
     (config.output_dir("smoke", "runs") / "final_seed0" / "best.keras").unlink()
     assert experiments.best_run("smoke") == "baseline"
+
+
+def test_evaluate_with_the_hierarchy_scores_the_municipality_and_the_region():
+    """The one evaluate: notebook 12's hierarchy is an option, not a second function."""
+    cells = pd.DataFrame(
+        {"cell": [0, 1, 2, 3], "lat": [55.0, 55.5, 56.0, 56.5], "lng": [9.0, 10.0, 11.0, 12.0]}
+    )
+    # cells 0 and 1 in municipality 0 (region 0); cell 2 in municipality 1, cell 3 in 2 (both region 1)
+    tree = pd.DataFrame(
+        {"cell": [0, 1, 2, 3], "municipality_index": [0, 0, 1, 2], "region_index": [0, 0, 1, 1]}
+    )
+    table = pd.DataFrame({"cell": [0, 2, 3], "lat": [55.0, 56.0, 56.5], "lng": [9.0, 11.0, 12.0]})
+    # guesses: cell 1 (wrong cell, right municipality), cell 3 (wrong municipality, right region), cell 0
+    probabilities = np.array([[0.1, 0.6, 0.2, 0.1], [0.1, 0.1, 0.2, 0.6], [0.7, 0.1, 0.1, 0.1]])
+    scores = experiments.evaluate(probabilities, table, cells, tree)
+    assert scores["top1"] == 0.0
+    assert scores["municipality_accuracy"] == pytest.approx(1 / 3)
+    assert scores["region_accuracy"] == pytest.approx(2 / 3)
+    flat = experiments.evaluate(probabilities, table, cells)
+    assert "region_accuracy" not in flat and flat == {k: v for k, v in scores.items() if k in flat}

@@ -7,7 +7,7 @@ import tensorflow as tf
 from scipy import stats
 from shapely.geometry import box
 
-from helpers import config, datasets, experiments, future, geo, metrics, model, synthetic
+from helpers import config, datasets, experiments, future, metrics, model, synthetic
 
 PROFILE = config.get_profile("smoke")
 
@@ -103,21 +103,8 @@ def test_multitask_targets_follow_each_image():
     assert list(np.asarray(targets["municipality"])) == [2, 0, 1]
 
 
-def test_image_distance_loss_by_hand():
-    # two cells on the meridian 12° E, one degree of latitude (111.2 km) apart
-    centroids = np.array([[55.0, 12.0], [56.0, 12.0]])
-    one_degree_km = geo.haversine_km(55.0, 12.0, 56.0, 12.0)
-    loss = future.image_distance_loss(centroids, scale_km=2 * one_degree_km)
-    at_first = np.array([[0.0, 55.0, 12.0]], dtype="float32")  # [cell, lat, lng]: the photo at cell 0
-    assert float(loss(at_first, np.array([[1.0, 0.0]]))[0]) == pytest.approx(0.0, abs=1e-6)
-    assert float(loss(at_first, np.array([[0.0, 1.0]]))[0]) == pytest.approx(0.25, rel=1e-3)
-    assert float(loss(at_first, np.array([[0.5, 0.5]]))[0]) == pytest.approx(0.0625, rel=1e-3)
-    with pytest.raises(ValueError, match="positive"):
-        future.image_distance_loss(centroids, scale_km=0)
-
-
 def test_cnn_output_shape_and_size_match_the_vit():
-    cnn = future.build_cnn(7, PROFILE)
+    cnn = model.build_cnn(7, PROFILE)
     pixels = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     probabilities = np.asarray(cnn(pixels))
     assert probabilities.shape == (3, 7)
@@ -125,12 +112,12 @@ def test_cnn_output_shape_and_size_match_the_vit():
     vit = model.build_classifier(7, PROFILE).count_params()
     assert abs(cnn.count_params() - vit) / vit < 0.15
     for width in (3, 8):  # the count by hand is Keras' count
-        assert future.cnn_parameters(width, 7) == future.build_cnn(7, PROFILE, width=width).count_params()
+        assert model.cnn_parameters(width, 7) == model.build_cnn(7, PROFILE, width=width).count_params()
 
 
 def test_one_learning_step_lowers_the_cnn_loss():
     keras.utils.set_random_seed(0)
-    cnn = future.build_cnn(5, PROFILE, width=4)
+    cnn = model.build_cnn(5, PROFILE, width=4)
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
     labels = rng.integers(0, 5, 8).astype("float32")
@@ -146,7 +133,7 @@ def test_one_learning_step_lowers_the_cnn_loss():
 
 
 def test_multitask_heads_and_pretrained_cnn_setting():
-    network = future.build_multitask(7, 3, 2, PROFILE)
+    network = model.build_multitask(7, 3, 2, PROFILE)
     outputs = network(np.zeros((2, 32, 32, 3), "float32"))
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {
         "cells": (2, 7),
@@ -155,13 +142,13 @@ def test_multitask_heads_and_pretrained_cnn_setting():
         "coast": (2, 1),
         "urbanity": (2, 1),
     }
-    assert set(future.build_multitask(7, 3, 2, PROFILE, auxiliary=("coast",)).output) == {"cells", "coast"}
+    assert set(model.build_multitask(7, 3, 2, PROFILE, auxiliary=("coast",)).output) == {"cells", "coast"}
     with pytest.raises(ValueError, match="Unknown heads"):
-        future.build_multitask(7, 3, 2, PROFILE, auxiliary=("sky",))
+        model.build_multitask(7, 3, 2, PROFILE, auxiliary=("sky",))
     # the ResNet-50 checkpoint is one setting away in the profiles with a pretrained ViT
-    assert future.cnn_preset(config.get_profile("full")) == future.RESNET50_PRESET
-    assert future.cnn_preset(config.get_profile("mapillary")) == future.RESNET50_PRESET
-    assert future.cnn_preset(PROFILE) is None and future.cnn_preset(config.get_profile("rehearsal")) is None
+    assert model.cnn_preset(config.get_profile("full")) == model.RESNET50_PRESET
+    assert model.cnn_preset(config.get_profile("mapillary")) == model.RESNET50_PRESET
+    assert model.cnn_preset(PROFILE) is None and model.cnn_preset(config.get_profile("rehearsal")) is None
 
 
 # --- the noise rule for methods trained once: helpers.statistics, paired on the same images ---

@@ -177,3 +177,31 @@ def test_make_loss_errors():
     with pytest.raises(ValueError, match="Unknown loss"):
         losses.make_loss("mse", DISTANCE_KM)
     assert losses.make_loss("cross_entropy") is losses.cross_entropy
+
+
+def test_image_distance_loss_by_hand():
+    # two cells on the meridian 12° E, one degree of latitude (111.2 km) apart
+    centroids = np.array([[55.0, 12.0], [56.0, 12.0]])
+    one_degree_km = geo.haversine_km(55.0, 12.0, 56.0, 12.0)
+    loss = losses.image_distance_loss(centroids, scale_km=2 * one_degree_km)
+    at_first = np.array([[0.0, 55.0, 12.0]], dtype="float32")  # [cell, lat, lng]: the photo at cell 0
+    assert float(loss(at_first, np.array([[1.0, 0.0]]))[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(at_first, np.array([[0.0, 1.0]]))[0]) == pytest.approx(0.25, rel=1e-3)
+    assert float(loss(at_first, np.array([[0.5, 0.5]]))[0]) == pytest.approx(0.0625, rel=1e-3)
+    with pytest.raises(ValueError, match="positive"):
+        losses.image_distance_loss(centroids, scale_km=0)
+
+
+def test_offset_loss_by_hand_and_its_errors():
+    centroids_xy = np.array([[500.0, 6200.0], [600.0, 6100.0]])
+    reach = np.array([[10.0, 10.0], [5.0, 8.0]])  # cell 1 reaches 5 km east-west, 8 km north-south
+    loss = losses.offset_loss(centroids_xy, reach)
+    y_true = np.array([[1.0, 603.0, 6096.0]], dtype="float32")  # (3, -4) km from cell 1's centroid
+    right = np.array([[[0.9, 0.9], [0.6, -0.5]]], dtype="float32")  # (3, -4) km / (5, 8) km
+    assert float(np.asarray(loss(y_true, right))[0]) == pytest.approx(0.0, abs=1e-6)
+    one_reach_off = np.array([[[0.0, 0.0], [-0.4, -0.5]]], dtype="float32")
+    assert float(np.asarray(loss(y_true, one_reach_off))[0]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="n_cells, 2"):
+        losses.offset_loss(centroids_xy, reach[:1])
+    with pytest.raises(ValueError, match="positive"):
+        losses.offset_loss(centroids_xy, np.zeros((2, 2)))
