@@ -8,7 +8,7 @@ here, so its backend is not tested.
   for two epochs on a ``tf.data`` pipeline, keeps its checkpoint, scores it with
   ``model.predict`` and records its results row, on each backend.
 * Every loss and metric of ``helpers.losses`` gives on JAX what it gives on TensorFlow.
-* Notebooks 05-07 run in the smoke profile on JAX, in a build folder of their own.
+* Notebooks 05-07 run on JAX in the smoke series of ``tests/test_notebooks.py`` (``ON_JAX``).
 """
 
 import json
@@ -16,10 +16,8 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from helpers import config, geo, losses
@@ -219,43 +217,6 @@ def test_every_loss_and_metric_gives_the_same_numbers_on_jax_as_on_tensorflow(tm
     # the numbers are the batch's, not zeros: cross-entropy by hand
     by_hand = -np.log(probabilities[np.arange(6), cells])
     np.testing.assert_allclose(on["jax"]["values"]["cross_entropy"], by_hand, rtol=1e-5)
-
-
-@pytest.mark.notebooks
-def test_notebooks_05_to_07_run_on_jax_in_the_smoke_profile(tmp_path):
-    """The training notebooks on JAX: 01-04 first (they train nothing), then 05-07, one runner.
-
-    Before the one training loop fed JAX NumPy batches, notebook 05 stopped in its first run:
-    JAX's compiled ``predict_on_batch`` refused the TensorFlow tensors of the ``tf.data``
-    pipeline. The executed copies must show the backend they ran on.
-    """
-    environment = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "WORKBOOK_BUILD_DIR": str(tmp_path / "build"),
-        "PYTHONPATH": str(config.REPO_ROOT),
-    }
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "helpers.notebooks", "run", "notebooks/07_distance_losses.ipynb"]
-    result = subprocess.run(
-        [*command, "--profile", "smoke"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=config.REPO_ROOT,
-        timeout=1500,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    executed = tmp_path / "build" / "smoke" / "notebooks"
-    for name in ("05_baseline_vit", "06_augmentation_and_schedule", "07_distance_losses"):
-        assert (executed / f"{name}.ipynb").is_file(), f"{name} did not finish on JAX"
-    results = pd.read_csv(tmp_path / "build" / "smoke" / "tables" / "results.csv")
-    runs = results[results["split"] == "val"]["experiment"]
-    assert {"baseline", "frozen"} <= set(runs) and runs.str.startswith("loss_").any()
-    summary = json.loads((tmp_path / "build" / "smoke" / "runs" / "baseline" / "summary.json").read_text())
-    assert summary["keras_backend"] == "jax"
-    print(f"notebooks 01-07 on JAX: {time.perf_counter() - started:.0f} s")
 
 
 # model.train on two devices: the builders and the loop enter distribute.scope(profile) themselves
