@@ -254,23 +254,16 @@ print(json.dumps({"copies": copies, "replicas": distribute.replicas(profile),
 """
 
 
-def test_the_training_loop_trains_on_two_devices(tmp_path):
+def test_the_training_loop_trains_on_two_devices(tmp_path, monkeypatch):
     """Two CPU devices stand in for two GPUs: TensorFlow's MirroredStrategy, JAX's DataParallel."""
     extra = {
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "CUDA_VISIBLE_DEVICES": "",
         "JAX_PLATFORMS": "cpu",
     }
-    saved = {name: os.environ.get(name) for name in extra}
-    os.environ.update(extra)
-    try:
-        found = {backend: run_on_backend(backend, TWO_DEVICES, tmp_path / backend) for backend in BACKENDS}
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    found = {backend: run_on_backend(backend, TWO_DEVICES, tmp_path / backend) for backend in BACKENDS}
     for backend, result in found.items():
         assert result["copies"] == result["replicas"] == 2, backend
         assert np.isfinite(result["loss"]).all(), backend

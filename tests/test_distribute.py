@@ -37,6 +37,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     backend = os.environ["KERAS_BACKEND"]
+    os.environ["WORKBOOK_BUILD_DIR"] = tempfile.mkdtemp()  # the runs of this check, thrown away
     import tensorflow as tf  # the input pipeline is tf.data on every backend, as in the workbook
 
     if backend == "tensorflow":
@@ -69,22 +70,23 @@ SCRIPT = textwrap.dedent(
         keras.utils.set_random_seed(0)
         with distribute.scope(profile), distribute.scope(profile):  # entered twice: harmless
             network = model.build_classifier(profile["n_cells"], profile)
-            distribute.check_model(network, profile)
-            optimizer = model.make_optimizer(profile, steps_per_epoch={N_TRAIN // BATCH}, epochs=1)
-            network.compile(optimizer=distribute.prepare_optimizer(optimizer, profile),
-                            loss=losses.cross_entropy, weighted_metrics=losses.accuracy_metrics(),
-                            jit_compile=distribute.jit_compile(profile, model.jit_compile(profile)))
-            validation = distribute.even_batches(batches({N_TRAIN}, {N_TRAIN + N_VAL}), profile)
-            history = network.fit(batches(0, {N_TRAIN}), validation_data=validation, epochs=1,
-                                  verbose=0, callbacks=[PerStep()])
+        distribute.check_model(network, profile)
+        optimizer = model.make_optimizer(profile, steps_per_epoch={N_TRAIN // BATCH}, epochs=1)
+        # the workbook's one training loop: it enters the scope, pads for JAX, compiles and fits
+        folder = model.run_dir(profile, f"devices{{devices}}")
+        validation = batches({N_TRAIN}, {N_TRAIN + N_VAL})
+        run = model.train(profile, folder, network, batches(0, {N_TRAIN}), validation,
+                          loss=losses.cross_entropy, epochs=1, optimizer=optimizer, verbose=0,
+                          extra_callbacks=[PerStep()])
+        history = run["history"].iloc[-1]
         if backend == "jax":
             copies = len(network.weights[0].value.sharding.device_set)
         else:
             copies = network.distribute_strategy.num_replicas_in_sync
         return {{
             "losses": step_losses,
-            "val_loss": history.history["val_loss"][0],
-            "val_accuracy": history.history["val_accuracy"][0],
+            "val_loss": float(history["val_loss"]),
+            "val_accuracy": float(history["val_accuracy"]),
             "copies": copies,
             "describe": distribute.describe(profile),
             "xla": distribute.jit_compile(profile, True),
