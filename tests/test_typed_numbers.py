@@ -13,7 +13,6 @@ import pytest
 
 from helpers import config
 from tests.report_numbers import REPORT_NUMBERS
-from tests.typed_number_offenders import OFFENDERS
 
 SOLUTIONS = sorted((config.REPO_ROOT / "solutions").glob("[0-9][0-9]_*.md"))
 NOTEBOOKS = sorted((config.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -81,10 +80,6 @@ _ALLOWED = [(re.compile(pattern), why) for pattern, why in ALLOWED]
 # a number standing alone: not part of a name such as ViT-B/16, float32, T4 or 01_locations
 _NUMBER = re.compile(r"(?<![\w.,/-])\d+(?:[.,]\d+)*(?![\w/]|\.\d)")
 
-# Typed numbers not fixed yet, in the notebooks that other changes edit (tests/typed_number_offenders.py
-# lists them, with the words around each). Each entry is (file, number). The test below fails
-# when a new one appears and when one is fixed but still listed.
-KNOWN_OFFENDERS: set[tuple[str, str]] = {(name, number) for name, number, _ in OFFENDERS}
 
 
 def prose(text: str) -> str:
@@ -123,9 +118,8 @@ def offenders_of(path) -> list[tuple[str, str]]:
     return typed_numbers(text)
 
 
-# typed numbers fixed: every file without a known offender must stay free of them
-CLEAN = [p for p in [*SOLUTIONS, *NOTEBOOKS] if p.name not in {name for name, _ in KNOWN_OFFENDERS}]
-OTHERS = [p for p in [*SOLUTIONS, *NOTEBOOKS] if p not in CLEAN]
+# every solutions file and every notebook's markdown
+CLEAN = [*SOLUTIONS, *NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", CLEAN, ids=[f"{p.parent.name}/{p.stem}" for p in CLEAN])
@@ -133,16 +127,6 @@ def test_no_typed_numbers(path):
     found = offenders_of(path)
     assert not found, f"{path.name} types numbers; print them from the build: " + " | ".join(
         f"{n} in '…{w}…'" for n, w in found
-    )
-
-
-@pytest.mark.parametrize("path", OTHERS, ids=[f"{p.parent.name}/{p.stem}" for p in OTHERS])
-def test_no_typed_numbers_but_the_known_ones(path):
-    found = {(path.name, number) for number, _ in offenders_of(path)}
-    known = {entry for entry in KNOWN_OFFENDERS if entry[0] == path.name}
-    assert found <= known, f"new typed numbers in {path.name}: {sorted(found - known)}"
-    assert known <= found, (
-        f"fixed, so drop them from tests/typed_number_offenders.py: {sorted(known - found)}"
     )
 
 
