@@ -327,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     text = table(rows, reference, header)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".partial")
-    temporary.write_text(text)
-    temporary.replace(args.output)
+    from helpers import config
+
+    with config.atomic_target(args.output) as temporary:  # a reader never sees half a table
+        temporary.write_text(text)
     print(text)
     print(f"written to {args.output}")
     return 0

@@ -215,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = ""
     if args.append and args.output.exists():
         previous = args.output.read_text().split(SECTION)[0].rstrip() + "\n\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".partial")
-    temporary.write_text(previous + text)
-    temporary.replace(args.output)
+    from helpers import config
+
+    with config.atomic_target(args.output) as temporary:  # a reader never sees half a table
+        temporary.write_text(previous + text)
     print(text)
     print(f"written to {args.output}")
     return 0
