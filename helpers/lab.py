@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import hashlib
 import io
 import ipaddress
 import json
@@ -136,14 +135,6 @@ def _build_files(folder: Path) -> list[PurePosixPath]:
     return found
 
 
-def _sha256_bytes_of(handle) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := handle.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def pack(profile: str | dict = "default", output: Path | None = None) -> Path:
     """Write the lab archive of ``build/<profile>/`` (``build/lab-<profile>.tar.gz`` by default).
 
@@ -178,7 +169,7 @@ def pack(profile: str | dict = "default", output: Path | None = None) -> Path:
             entry["bytes"] += (source / relative).stat().st_size
             continue
         with open(source / relative, "rb") as handle:
-            digest, size = _sha256_bytes_of(handle)
+            digest, size = safe_paths.stream_sha256(handle)
         files[f"{name}/{relative}"] = {"bytes": size, "sha256": digest}
     manifest = {
         "format": FORMAT,
@@ -310,7 +301,7 @@ def _check_members(archive: tarfile.TarFile, profile: str, max_bytes: int) -> tu
 def _check_hashes(archive: tarfile.TarFile, files: list, manifest: dict) -> None:
     """Read every file member once and compare its SHA-256 with the manifest's (writes nothing)."""
     for member in files:
-        digest, _ = _sha256_bytes_of(archive.extractfile(member))
+        digest, _ = safe_paths.stream_sha256(archive.extractfile(member))
         if digest != manifest["files"][member.name].get("sha256"):
             raise LabArchiveError(
                 f"{member.name!r} does not match the SHA-256 in the archive's manifest: the archive "

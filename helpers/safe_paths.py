@@ -109,13 +109,22 @@ class ChecksumError(ValueError):
     """A file differs from the SHA-256 its folder's checksum list records, or the list is missing."""
 
 
+def stream_sha256(handle) -> tuple[str, int]:
+    """(SHA-256 hex, size in bytes) of what is left to read in the binary ``handle``, 1 MB at a time.
+
+    ``handle`` may be any readable stream: an open file, or a member of an archive.
+    """
+    digest, size = hashlib.sha256(), 0
+    while block := handle.read(1 << 20):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of the file at ``path``, hex, read 1 MB at a time."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return stream_sha256(handle)[0]
 
 
 def write_checksums(folder: Path, names) -> Path:
