@@ -281,8 +281,8 @@ def check_model(model, profile: dict) -> None:
     if not inside:
         raise ValueError(
             f"The model {model.name!r} was built outside distribute.scope(profile) for {len(devices)} "
-            "devices: build it inside the scope too (with distribute.scope(profile): model = ...; "
-            "model.fit(...)), so every device holds a copy of its weights."
+            "devices: build it inside the scope too (with distribute.scope(profile): model = ..., then "
+            "compile and train it there), so every device holds a copy of its weights."
         )
 
 

@@ -279,8 +279,10 @@ def _two_means(points: np.ndarray, seed: int) -> KMeans:
     that builds the cells four times took 76 s instead of under 3 s. One thread loses nothing
     on a few thousand points (``make_geocells`` alone: 0.5 s on all cores, 0.4 s on one).
     """
+    two_means = KMeans(n_clusters=2, n_init=10, random_state=seed)
     with threadpool_limits(limits=1, user_api="openmp"):
-        return KMeans(n_clusters=2, n_init=10, random_state=seed).fit(points)
+        two_means.fit_predict(points)  # fits it in place: callers read labels_ and cluster_centers_
+    return two_means
 
 
 def split_in_two(lnglat, seed: int = 0) -> np.ndarray:

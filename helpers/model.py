@@ -1016,16 +1016,7 @@ def train(
         )
     profile = config.get_profile(profile)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    backup = folder / "backup"
-    resuming = backup.exists()
     monitor = best_epoch_metric(network)
-    best_so_far = None
-    if not resuming:
-        (folder / "history.csv").unlink(missing_ok=True)
-        shutil.rmtree(folder / "logs", ignore_errors=True)
-    else:
-        best_so_far = _resume_history(folder, monitor)
     # XLA as the profile and the devices allow (no XLA for a MirroredStrategy on TensorFlow)
     jit = distribute.jit_compile(profile, device.jit_compile(profile) if jit_compile is None else jit_compile)
     distribute.check_model(network, profile)  # built in distribution_scope when the profile has devices
@@ -1061,33 +1052,18 @@ def train(
             weighted_metrics=metrics_of if weighted else None,
             jit_compile=jit,
         )
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(backup)),
-            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming),
-            keras.callbacks.ModelCheckpoint(
-                str(folder / "best.keras"),
-                monitor=monitor,
-                mode="max",
-                save_best_only=True,
-                # resumed: best.keras already holds the best epoch so far; only a better one replaces it
-                initial_value_threshold=best_so_far,
-            ),
-            keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
-            *extra_callbacks,
-        ]
-        start = time.perf_counter()
-        network.fit(
+        fitted = fit_run(
+            folder,
+            network,
             train_data,
             validation_data=val_data,
             epochs=epochs,
-            callbacks=callbacks,
+            monitor=monitor,
+            mode="max",
+            extra_callbacks=extra_callbacks,
             verbose=verbose,
-            shuffle=False,  # the pipeline shuffles
         )
-        seconds = time.perf_counter() - start
-    history = pd.read_csv(folder / "history.csv")
+    history, seconds = fitted["history"], fitted["seconds"]
     kept = load_model(folder, "best")
     scores = score(kept) if score is not None else None
     summary = {
@@ -1141,8 +1117,107 @@ def record_result(
     metrics.record_result(profile, name, data=data, split=split, notes=notes, **values)
 
 
-def _resume_history(folder: Path, monitor: str = "val_accuracy") -> float | None:
+def fit_run(
+    folder: Path,
+    network,
+    train_data,
+    *,
+    epochs: int,
+    validation_data=None,
+    monitor: str = "val_accuracy",
+    mode: str = "max",
+    checkpoints: bool = True,
+    extra_callbacks=(),
+    verbose: int = 2,
+) -> dict:
+    r"""Fit the compiled ``network`` in the run folder ``folder``: the one ``fit`` of the workbook.
+
+    :func:`train` (every classifier of notebooks 05-12) and ``pretrain.pretrain`` (the masked
+    autoencoder) train through it, so every run gets the same care:
+
+    * **Resumable.** ``folder/backup`` (``BackupAndRestore``) holds the weights, the optimiser
+      and the epoch after every epoch. A run that finds a backup continues after its last
+      finished epoch (a kill -9 loses at most the epoch under way). The resumed epochs draw
+      their own shuffles and dropout, so they are not bit for bit those of an uninterrupted
+      run. The backup is removed when training finishes.
+    * **Records.** ``history.csv`` (one row per epoch, the resumed ones appended) and
+      ``logs/`` (TensorBoard); a fresh run deletes the old ones first.
+    * **Checkpoints.** With ``checkpoints`` (whole ``.keras`` models: the network must be
+      serialisable), ``best.keras`` is the epoch with the best ``monitor`` (a history column,
+      e.g. "val_accuracy" or "loss"), the highest with ``mode="max"``, the lowest with "min";
+      after a resume only a better epoch than the history's best replaces it. ``last.keras``
+      is the last epoch. Without ``checkpoints`` the backup is the only saved state.
+    * **A NaN loss stops training** (``TerminateOnNaN``).
+    * **Devices.** Call it inside :func:`distribution_scope` when the profile has devices, as
+      :func:`train` does; the network must have been built and compiled there.
+
+    ``extra_callbacks`` come after these (they see an epoch once it is backed up). Returns
+    {"history": the DataFrame of history.csv, every epoch of the run; "seconds": the time
+    spent in fit by this call (s); "resumed_after": the epochs finished before this call, 0
+    for a fresh run}.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode={mode!r}: use 'max' (higher {monitor} is better) or 'min' (lower is better).")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    backup = folder / "backup"
+    finished = _finished_epochs(backup)
+    best_so_far = None
+    if finished is None:
+        (folder / "history.csv").unlink(missing_ok=True)
+        shutil.rmtree(folder / "logs", ignore_errors=True)
+    else:
+        best_so_far = _resume_history(folder, monitor, mode) if checkpoints else None
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=finished is not None),
+    ]
+    if checkpoints:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                str(folder / "best.keras"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+                # resumed: best.keras already holds the best epoch so far; only a better one replaces it
+                initial_value_threshold=best_so_far,
+            ),
+            keras.callbacks.ModelCheckpoint(str(folder / "last.keras")),
+        ]
+    callbacks += [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
+        *extra_callbacks,
+    ]
+    start = time.perf_counter()
+    network.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "history": pd.read_csv(folder / "history.csv"),
+        "seconds": seconds,
+        "resumed_after": finished or 0,
+    }
+
+
+def _finished_epochs(backup: Path) -> int | None:
+    """The epochs a backup (``BackupAndRestore``'s folder) holds as finished; None without a backup."""
+    if not backup.exists():
+        return None
+    metadata = backup / "training_metadata.json"
+    return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+
+
+def _resume_history(folder: Path, monitor: str = "val_accuracy", mode: str = "max") -> float | None:
     """Before resuming the run in ``folder``: the best value of ``monitor`` so far, or None.
+
+    The best is the largest value with ``mode="max"``, the smallest with "min".
 
     ``BackupAndRestore`` restores the weights and the epoch, but a new ``ModelCheckpoint``
     would start from no best at all and overwrite ``best.keras`` with the first resumed
@@ -1163,7 +1238,7 @@ def _resume_history(folder: Path, monitor: str = "val_accuracy") -> float | None
                 history.to_csv(temporary, index=False)
     has_best = (folder / "best.keras").exists() and monitor in history
     if has_best and history[monitor].notna().any():
-        return float(history[monitor].max())
+        return float(history[monitor].max() if mode == "max" else history[monitor].min())
     return None
 
 

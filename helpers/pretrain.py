@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from helpers import geo, model, safe_paths, synthetic
+from helpers import config, geo, model, safe_paths, synthetic
 
 CHECKPOINT_NAME = "street-mae-vit"
 PRETRAINED_DIR = model.PRETRAINED_DIR
@@ -356,6 +356,19 @@ class MaskedAutoencoder(keras.Model):
         return ops.sum(error * hidden, axis=1) / ops.sum(hidden, axis=1)
 
 
+def build_symbolically(autoencoder: MaskedAutoencoder, recipe: dict) -> None:
+    """Create every weight of ``autoencoder`` by calling it on a symbolic batch (no data, no draws).
+
+    ``fit`` would create them while tracing its first step; ``model.fit_run``'s backup needs
+    them before (a resumed run restores into them). A symbolic call creates them in the same
+    order, so the weights start as they would, and it moves no random state (the masks'
+    seed generator stays where the seed put it). ``Model.build(shape)`` would not do: on a
+    subclassed model it marks the model built without creating its layers' weights.
+    """
+    size = recipe["image_size"]
+    autoencoder(keras.Input((size, size, 3), batch_size=recipe["batch_size"], dtype="uint8"))
+
+
 def new_backbone(recipe: dict):
     """A freshly initialised keras-hub ``ViTBackbone`` of the recipe's architecture."""
     import keras_hub
@@ -465,7 +478,7 @@ def pretrain(
     recipe, the loss per epoch, the time of each stage (s), where the data came from and
     how far it stayed from the held-out places; ``folder/README.md`` says the same in prose.
     """
-    from helpers import config, datasets
+    from helpers import datasets
 
     started = time.perf_counter()
     if reference is None:
@@ -503,12 +516,25 @@ def pretrain(
         jit_compile=recipe["jit_compile"] and keras.backend.backend() != "torch",
     )
     data = _pretext_dataset(pictures, batch, recipe["seed"])
-    history = autoencoder.fit(data, epochs=recipe["epochs"], verbose=verbose)
+    run = run_folder(folder, recipe)
+    build_symbolically(autoencoder, recipe)  # BackupAndRestore restores into built weights
+    # the workbook's one fit: backup and restore, history.csv, a NaN loss stops it; no .keras
+    # checkpoints (the autoencoder is a subclassed model: the exported encoder is the result)
+    fitted = model.fit_run(
+        run, autoencoder, data, epochs=recipe["epochs"], checkpoints=False, verbose=verbose
+    )
     trained = time.perf_counter()
+    losses_per_epoch = fitted["history"]["loss"].tolist()
+    if len(losses_per_epoch) < recipe["epochs"] or not np.all(np.isfinite(losses_per_epoch)):
+        raise RuntimeError(
+            f"Pretraining stopped after {len(losses_per_epoch)} of {recipe['epochs']} epochs with losses "
+            f"{losses_per_epoch} (a NaN loss stops it): lower learning_rate in the recipe and run it again; "
+            f"nothing was exported to {folder}."
+        )
     record = {
         "pretext": "masked autoencoder (He et al., 2022): 75 % of patches hidden, normalised pixels",
         "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
-        "loss_per_epoch": [round(float(v), 4) for v in history.history["loss"]],
+        "loss_per_epoch": [round(float(v), 4) for v in losses_per_epoch],
         **data_record(places, image_set, recipe),
         "seconds_rendering": round(rendered - started, 1),
         "seconds_training": round(trained - rendered, 1),
@@ -517,7 +543,31 @@ def pretrain(
     export_backbone(backbone, folder, record)
     with config.atomic_target(Path(folder) / "README.md") as temporary:
         temporary.write_text(checkpoint_readme(record))
+    shutil.rmtree(run, ignore_errors=True)  # exported: the history is in the record
     return record
+
+
+def run_folder(folder: Path, recipe: dict) -> Path:
+    """The run folder of a pretraining that exports to ``folder``: ``.<name>.run`` beside it.
+
+    It holds ``model.fit_run``'s backup (a killed pretraining resumes from its last finished
+    epoch), ``history.csv`` and ``logs/``, and ``recipe.json``. A run folder left by another
+    recipe is removed first, so a backup only resumes the recipe that wrote it. Removed once
+    the encoder is exported.
+    """
+    folder = Path(folder)
+    run = folder.with_name(f".{folder.name}.run")
+    wanted = json.dumps(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}, sort_keys=True
+    )
+    recorded = run / "recipe.json"
+    if run.exists() and (not recorded.exists() or recorded.read_text() != wanted):
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    if not recorded.exists():
+        with config.atomic_target(recorded) as temporary:
+            temporary.write_text(wanted)
+    return run
 
 
 def places_fingerprint(places: pd.DataFrame) -> str:

@@ -223,6 +223,7 @@ def test_the_smoke_recipe_pretrains_and_writes_a_loadable_checkpoint(
     )
     classifier = model.build_classifier(5, config.get_profile("smoke"), preset=str(folder))
     assert classifier.output_shape == (None, 5)
+    assert not (tmp_path / ".smoke-mae.run").exists()  # the run folder goes once the encoder is exported
 
 
 def test_the_command_line_refuses_a_name_that_is_a_path(tmp_path, capsys):
@@ -231,3 +232,63 @@ def test_the_command_line_refuses_a_name_that_is_a_path(tmp_path, capsys):
             pretrain.main(["--smoke", "--name", name, "--output", str(tmp_path)])
         assert "--name" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+class InterruptAfterEpoch(keras.callbacks.Callback):
+    """Stands in for a kill at the end of one epoch (after the backup of that epoch is written)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_an_interrupted_pretraining_resumes_from_its_weights_only_backup(tmp_path):
+    """The masked autoencoder (a subclassed model: no .keras checkpoint) trains through model.fit_run.
+
+    Interrupted after its first epoch, the next call continues at the second from the
+    backup's weights, and the run folder only resumes the recipe that wrote it.
+    """
+    recipe = {**RECIPE, "epochs": 3}
+    pictures = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    run = pretrain.run_folder(tmp_path / "mae", recipe)
+    assert run == tmp_path / ".mae.run" and json.loads((run / "recipe.json").read_text())["epochs"] == 3
+
+    def autoencoder():
+        keras.utils.set_random_seed(recipe["seed"])
+        network = pretrain.MaskedAutoencoder(pretrain.new_backbone(recipe), recipe)
+        pretrain.build_symbolically(network, recipe)
+        network.compile(optimizer="adam", loss=lambda _, per_image: per_image)
+        return network
+
+    def fit(network, callback):
+        data = pretrain._pretext_dataset(pictures, 32, recipe["seed"])
+        return model.fit_run(
+            run, network, data, epochs=3, checkpoints=False, verbose=0, extra_callbacks=[callback]
+        )
+
+    first = autoencoder()
+    with pytest.raises(KeyboardInterrupt):
+        fit(first, InterruptAfterEpoch(0))
+    after_one_epoch = [np.array(w) for w in first.get_weights()]
+    assert (run / "backup").exists() and list(pd.read_csv(run / "history.csv")["epoch"]) == [0]
+
+    second = autoencoder()  # a new process: fresh weights, restored from the backup at fit's start
+    started, restored = [], []
+
+    def on_epoch_begin(epoch, logs):
+        started.append(epoch)
+        restored.append([np.array(w) for w in second.get_weights()])
+
+    fitted = fit(second, keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin))
+    assert started == [1, 2] and fitted["resumed_after"] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(after_one_epoch, restored[0], strict=True))
+    assert list(fitted["history"]["epoch"]) == [0, 1, 2] and np.isfinite(fitted["history"]["loss"]).all()
+    assert not (run / "backup").exists()  # removed once training finished
+
+    # a backup of another recipe is never resumed: its run folder is removed
+    (run / "backup").mkdir()
+    assert not (pretrain.run_folder(tmp_path / "mae", {**recipe, "epochs": 4}) / "backup").exists()
