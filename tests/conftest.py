@@ -1,6 +1,16 @@
+import os
+
 import pytest
 
 from helpers import config, datasets
+
+# JAX compiles each training run's steps anew (a new model is a new function to trace); the runs
+# of notebooks 05-07 on JAX and of the backend tests share shapes, so a compilation cache on disk
+# that every worker and notebook kernel reads (they inherit the environment) compiles each once.
+# Keyed by the compiled program and the JAX version: a hit is the same executable, the same
+# numbers. Kept in build/ (git-ignored) between runs of the suite; set the variable to move it.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(config.REPO_ROOT / "build" / ".jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_configure(config):
