@@ -264,6 +264,21 @@ def _read_record(descriptor: int) -> tuple[str, dict | bytes]:
     return "held", record
 
 
+def _holder_once_written(descriptor: int, wait_s: float = 1.0) -> dict | bytes:
+    """The record of a lock file whose flock another process holds, once it has written it.
+
+    The holder takes the flock first and writes its record just after: read in between, the
+    file is still empty (or the last holder's). Read again for up to ``wait_s`` seconds, so
+    the message names the holder; whatever is there then is returned.
+    """
+    deadline = time.monotonic() + wait_s
+    state, holder = _read_record(descriptor)
+    while state != "held" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state, holder = _read_record(descriptor)
+    return holder
+
+
 class FolderLock:
     """An exclusive lock on a folder, held while one process writes there (a download, a run).
 
@@ -377,7 +392,7 @@ class FolderLock:
                 try:
                     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return self._busy_message(_read_record(descriptor)[1])
+                    return self._busy_message(_holder_once_written(descriptor))
                 except OSError as error:
                     log.info("no flock on %s (%s): the lock record is the lock", self.path.parent, error)
                     self._without_flock = True
