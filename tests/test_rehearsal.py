@@ -37,7 +37,8 @@ def test_the_models_trained_on_the_downloaded_images(rehearsal_build):
     dataset = pd.read_csv(images / "dataset.csv")
     manifest = pd.DataFrame(collect.read_manifest(images / "streetview" / "manifest.csv"))
     ok = set("streetview/" + manifest.loc[manifest["status"] == "ok", "image_path"])
-    assert len(dataset) > 0.9 * 6 * 129 and set(dataset["image_path"]) <= ok
+    per_cell = config.get_profile("rehearsal")["images_per_cell"]
+    assert len(dataset) > 0.9 * per_cell * 129 and set(dataset["image_path"]) <= ok
     assert (dataset["source"] == "streetview").all()
     assert {"no_imagery"} <= set(manifest["status"])  # the stand-in has places without imagery
     assert all((images / p).stat().st_size > 0 for p in dataset["image_path"])
