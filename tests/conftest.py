@@ -71,6 +71,8 @@ def smoke_profile():
 
 @pytest.fixture(scope="session")
 def smoke_build_root(tmp_path_factory):
-    """One smoke build for the whole test session: the notebook tests build it in order, and
-    the solution tests reuse what is there instead of running the notebooks again."""
-    return tmp_path_factory.mktemp("smoke-build")
+    """One smoke build for the whole test run, shared by the workers: the notebook tests build it
+    in order, and the solution tests read it (tests/smoke_series.py)."""
+    from tests import smoke_series
+
+    return smoke_series.shared_root(tmp_path_factory.getbasetemp())

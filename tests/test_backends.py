@@ -8,7 +8,8 @@ here, so its backend is not tested.
   for two epochs on a ``tf.data`` pipeline, keeps its checkpoint, scores it with
   ``model.predict`` and records its results row, on each backend.
 * Every loss and metric of ``helpers.losses`` gives on JAX what it gives on TensorFlow.
-* Notebooks 05-07 run on JAX in the smoke series of ``tests/test_notebooks.py`` (``ON_JAX``).
+* Notebooks 05-07 run on JAX in the smoke series of ``tests/test_notebooks.py``
+  (``tests/smoke_series.ON_JAX``).
 """
 
 import json

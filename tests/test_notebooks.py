@@ -1,14 +1,8 @@
-"""Every numbered notebook: house rules on the source, a real run in the smoke profile, and its
-worked solutions run on that build.
+"""Every numbered notebook: house rules on the source and a real run in the smoke profile.
 
-The solutions: every code block of solutions/NN_name.md is fenced ```python and runs in the
-smoke profile.
-A solutions file says which notebooks it reads ("... notebooks 02-04 in the build folder"),
-so the module first runs the notebooks up to the last of those in the smoke profile into a
-temporary build folder (as the notebook tests do), once, as far as the solutions need them.
-
-The two live in one module so that ``make test``, which runs modules on two workers
-(pytest-xdist, ``--dist loadfile``), runs them in order on one worker and one build.
+The series runs into the smoke build that tests/test_solutions.py (the worked solutions)
+reads too (tests/smoke_series.py): each notebook runs once there, in order, by whichever
+worker needs it first.
 """
 
 import json
@@ -17,11 +11,11 @@ import re
 import subprocess
 import sys
 
-import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
 from helpers import config, notebooks
+from tests import smoke_series
 
 NOTEBOOKS = notebooks.numbered_notebooks()
 
@@ -53,15 +47,28 @@ ALONE = "04_distances"
 
 
 @pytest.mark.notebooks
-def test_a_notebook_alone_in_an_empty_build_folder_builds_its_inputs_first(shared_build):
+def test_a_notebook_alone_in_an_empty_build_folder_builds_its_inputs_first(
+    shared_build, tmp_path, monkeypatch
+):
     """Opened by itself (a student's fresh Colab machine), notebook 04 runs 01-03 first.
 
     It starts the series, so the notebooks it builds are the series' own runs of 01-04 (one
-    runner, one profile): the tests below check their executed copies instead of running them
-    again.
+    runner, one profile): the tests below and the solutions find them done. Should the other
+    worker have begun the series first (another order of modules), it runs in an empty folder
+    of its own instead.
     """
-    build = config.build_dir("smoke")
-    assert not build.exists(), "the series starts from an empty build folder"
+    with notebooks.build_lock("smoke", wait_s=smoke_series.LOCK_WAIT_S) as build:
+        started = any((build / "notebooks").glob("*.ipynb"))
+        if not started:
+            check_alone(build)
+    if started:
+        monkeypatch.setenv("WORKBOOK_BUILD_DIR", str(tmp_path))
+        check_alone(config.build_dir("smoke"))
+
+
+def check_alone(build):
+    """Run notebook 04 in ``build`` (no notebook has run there) and check what it did."""
+    assert not any((build / "notebooks").glob("*.ipynb")), "the series starts from an empty build folder"
     output, _ = notebooks.run_notebook(config.REPO_ROOT / "notebooks" / f"{ALONE}.ipynb", "smoke")
     earlier = notebooks.dependencies(f"{ALONE}.ipynb")
     assert [path.stem[:2] for path in earlier] == ["01", "02", "03"]
@@ -79,22 +86,13 @@ def test_a_notebook_alone_in_an_empty_build_folder_builds_its_inputs_first(share
     assert [record["finished"] for record in started] == sorted(record["finished"] for record in started)
 
 
-# The training notebooks run on JAX in the smoke series, the others on TensorFlow: the rehearsal
-# series and `make all` train on TensorFlow, so every notebook meets TensorFlow and the training
-# ones meet JAX too, and 08-12 read on TensorFlow the models JAX trained (a .keras file is the
-# same on every backend). One series instead of a second one on JAX: the suite's time.
-ON_JAX = ("05", "06", "07")
-
-
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_runs_in_the_smoke_profile(path, shared_build, monkeypatch):
+def test_runs_in_the_smoke_profile(path, shared_build):
+    """Each notebook in order, on its series backend (05-07 on JAX: tests/smoke_series.py)."""
     before = path.read_bytes()
-    output = shared_build / "smoke" / "notebooks" / path.name
-    backend = "jax" if path.stem[:2] in ON_JAX else "tensorflow"
-    if not output.exists():  # 01-04 ran when notebook 04 was opened alone (the test above)
-        monkeypatch.setenv("KERAS_BACKEND", backend)  # the kernel inherits it
-        output, seconds = notebooks.run_notebook(path, "smoke")
+    backend = smoke_series.backend_of(path)
+    output, _ = smoke_series.ensure_run(path)  # 01-04 ran when notebook 04 was opened alone
     if path.stem[:2] == "05":  # its runs say which backend trained them
         summary = json.loads((shared_build / "smoke" / "runs" / "baseline" / "summary.json").read_text())
         assert summary["keras_backend"] == backend
@@ -231,74 +229,6 @@ def notebooks_markdown(path):
     return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
-# ---- worked solutions (solutions/NN_name.md), on the smoke build of the tests above ----
-SOLUTIONS = sorted((config.REPO_ROOT / "solutions").glob("[0-9][0-9]_*.md"))
-_BLOCK = re.compile(r"^```(python|py)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_PARAMETER = 'PROFILE = "default"  # as in the notebook\'s parameters cell\n'
-_NEEDS = re.compile(r"notebooks?\s+(?:\d\d-)?(\d\d)\s+in\s+the\s+build")
-
-
-def code_blocks(path) -> list[tuple[str, str]]:
-    """(fence language, code) of every fenced Python block in a solutions file, in order."""
-    return _BLOCK.findall(path.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def build_through(smoke_build_root):
-    """A function that runs the numbered notebooks up to a number in the smoke profile, once each.
-
-    The build is the session's smoke build: notebooks the notebook tests already ran there
-    are not run again.
-    """
-    root = smoke_build_root
-    done: set[str] = set()
-
-    def through(number: int) -> None:
-        for path in notebooks.numbered_notebooks():
-            executed = config.build_dir("smoke") / "notebooks" / path.name
-            if int(path.name[:2]) <= number and path.name not in done and not executed.exists():
-                notebooks.run_notebook(path, "smoke")
-            done.add(path.name)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WORKBOOK_BUILD_DIR", str(root))
-        yield through
-
-
-@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
-def test_every_block_is_valid_python(path):
-    for number, (_, code) in enumerate(code_blocks(path), start=1):
-        compile(code, f"{path.name}, block {number}", "exec")
-
-
-def test_every_code_block_is_fenced_to_run():
-    """A block fenced ```py (or unfenced as Python) would be skipped by the run below."""
-    for path in SOLUTIONS:
-        fences = re.findall(r"^```(\S*)$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
-        openings = fences[0::2]
-        assert all(lang == "python" for lang in openings), f"{path.name}: fence every code block as ```python"
-
-
-RUNNABLE = [p for p in SOLUTIONS if any(lang == "python" for lang, _ in code_blocks(p))]
-
-
-@pytest.mark.notebooks
-@pytest.mark.parametrize("path", RUNNABLE, ids=[p.stem for p in RUNNABLE])
-def test_solutions_run_in_the_smoke_profile(path, build_through):
-    blocks = [code for lang, code in code_blocks(path) if lang == "python"]
-    assert blocks[0].startswith(_PARAMETER), f"the first block of {path.name} must set PROFILE first"
-    # papermill's way: the parameter is replaced, everything else runs as written
-    blocks[0] = 'PROFILE = "smoke"\n' + blocks[0].removeprefix(_PARAMETER)
-    needs = _NEEDS.search(path.read_text(encoding="utf-8").split("```python")[0])
-    build_through(int(needs.group(1)) if needs else 0)
-    namespace = {"__name__": "__solution__"}
-    try:
-        for number, code in enumerate(blocks, start=1):
-            exec(compile(code, f"{path.name}, python block {number}", "exec"), namespace)
-    finally:
-        plt.close("all")
-
-
 # ---- prose that cannot go stale ----
 _HEADER_TIME = re.compile(
     r"\*\*Time and memory\*\* \(profile `default`\): ((?:about )?[\d.,-]+ (?:s|min|minutes))"
@@ -327,10 +257,10 @@ BOOK_PAGES = config.REPO_ROOT / "tests" / "book_pages.py"
 
 
 @pytest.mark.notebooks
-def test_the_book_builds_from_the_smoke_build(shared_build, build_through):
+def test_the_book_builds_from_the_smoke_build(shared_build):
     if not BOOK_PAGES.exists():
         pytest.skip(f"{BOOK_PAGES.relative_to(config.REPO_ROOT)} does not exist: no book check to run yet")
     from tests import book_pages
 
-    build_through(len(NOTEBOOKS))  # every notebook's executed copy, when this test runs alone
+    smoke_series.ensure_through(len(NOTEBOOKS))  # every notebook's executed copy, when this test runs alone
     book_pages.check_smoke_book(shared_build)

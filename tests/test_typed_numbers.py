@@ -81,7 +81,6 @@ _ALLOWED = [(re.compile(pattern), why) for pattern, why in ALLOWED]
 _NUMBER = re.compile(r"(?<![\w.,/-])\d+(?:[.,]\d+)*(?![\w/]|\.\d)")
 
 
-
 def prose(text: str) -> str:
     """``text`` (Markdown) without code blocks, inline code, formulas and link targets."""
     for pattern in _NOT_PROSE:
