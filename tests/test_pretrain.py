@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from helpers import config, geo, model, pretrain, safe_paths, synthetic
+from tests.test_model import StopAfterEpoch  # an interruption at the end of one epoch
 
 RECIPE = pretrain.SMOKE_RECIPE
 COMMITTED = model.PRETRAINED_DIR / pretrain.CHECKPOINT_NAME
@@ -234,18 +235,6 @@ def test_the_command_line_refuses_a_name_that_is_a_path(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-class InterruptAfterEpoch(keras.callbacks.Callback):
-    """Stands in for a kill at the end of one epoch (after the backup of that epoch is written)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated interruption")
-
-
 def test_an_interrupted_pretraining_resumes_from_its_weights_only_backup(tmp_path):
     """The masked autoencoder (a subclassed model: no .keras checkpoint) trains through model.fit_run.
 
@@ -272,7 +261,7 @@ def test_an_interrupted_pretraining_resumes_from_its_weights_only_backup(tmp_pat
 
     first = autoencoder()
     with pytest.raises(KeyboardInterrupt):
-        fit(first, InterruptAfterEpoch(0))
+        fit(first, StopAfterEpoch(0))
     after_one_epoch = [np.array(w) for w in first.get_weights()]
     assert (run / "backup").exists() and list(pd.read_csv(run / "history.csv")["epoch"]) == [0]
 
