@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(items):
     ``make test`` runs modules on two workers (pytest-xdist, ``--dist loadfile``): the smoke
     and the rehearsal series take longest, so they start at once, one per worker, and the
     unit tests fill in after them. A module's weight is its number of notebook-marked tests
-    (the smoke series and its solutions, then the rehearsal series, then the rest).
+    (the smoke series, the rehearsal series, the worked solutions on the smoke build, then the
+    rest; tests/smoke_series.py lets the solutions run on either worker).
     """
     weight: dict = {}
     for item in items:
