@@ -884,9 +884,10 @@ def _augment_outside_tf_data(augment):
     Python process, as Keras's ``fit`` runs it. The map takes ((images, targets), seed):
     each batch's (2,) seed (:func:`image_dataset`) decides its draws, so batches augmented
     on parallel threads get what they would get one after another. On a backend other than
-    TensorFlow the augmenter runs eagerly on NumPy arrays (``keras.ops`` of JAX cannot trace
-    TensorFlow's tensors): the policy's fixed-shape form (the one inside a training step)
-    runs on NumPy arrays, compiled once per process on JAX (:func:`_compiled_augmenter`).
+    TensorFlow (whose ``keras.ops`` cannot trace TensorFlow's tensors) the ``py_function``
+    runs on NumPy arrays: RandAugment's fixed-shape form (the one inside a training step),
+    compiled once per process on JAX (:func:`_compiled_augmenter`); an augmenter of your
+    own, eagerly.
     """
     import tensorflow as tf
 

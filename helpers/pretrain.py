@@ -533,7 +533,7 @@ def pretrain(
         )
     record = {
         "pretext": "masked autoencoder (He et al., 2022): 75 % of patches hidden, normalised pixels",
-        "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+        "recipe": recipe_record(recipe),
         "loss_per_epoch": [round(float(v), 4) for v in losses_per_epoch],
         **data_record(places, image_set, recipe),
         "seconds_rendering": round(rendered - started, 1),
@@ -547,6 +547,11 @@ def pretrain(
     return record
 
 
+def recipe_record(recipe: dict) -> dict:
+    """``recipe`` as JSON writes and reads it back (its tuples as lists), for records and comparisons."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+
+
 def run_folder(folder: Path, recipe: dict) -> Path:
     """The run folder of a pretraining that exports to ``folder``: ``.<name>.run`` beside it.
 
@@ -557,9 +562,7 @@ def run_folder(folder: Path, recipe: dict) -> Path:
     """
     folder = Path(folder)
     run = folder.with_name(f".{folder.name}.run")
-    wanted = json.dumps(
-        {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}, sort_keys=True
-    )
+    wanted = json.dumps(recipe_record(recipe), sort_keys=True)
     recorded = run / "recipe.json"
     if run.exists() and (not recorded.exists() or recorded.read_text() != wanted):
         shutil.rmtree(run)

@@ -265,9 +265,9 @@ def _read_record(descriptor: int) -> tuple[str, dict | bytes]:
 
 
 def _holder_once_written(descriptor: int, wait_s: float = 1.0) -> dict | bytes:
-    """The record of a lock file whose flock another process holds, once it has written it.
+    """The record of a lock file another process holds (flock, or msvcrt's byte lock), once written.
 
-    The holder takes the flock first and writes its record just after: read in between, the
+    The holder takes the lock first and writes its record just after: read in between, the
     file is still empty (or the last holder's). Read again for up to ``wait_s`` seconds, so
     the message names the holder; whatever is there then is returned.
     """
@@ -387,7 +387,7 @@ class FolderLock:
                 try:
                     msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
                 except OSError:
-                    return self._busy_message(_read_record(descriptor)[1])
+                    return self._busy_message(_holder_once_written(descriptor))
             else:
                 try:
                     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,8 @@ needs a notebook first runs it, under the build folder's runner lock
 import os
 from pathlib import Path
 
+import pytest
+
 from helpers import config, notebooks
 
 # The training notebooks run on JAX in the smoke series, the others on TensorFlow: the rehearsal
@@ -53,15 +55,9 @@ def ensure_run(notebook: Path) -> tuple[Path, bool]:
     with notebooks.build_lock("smoke", wait_s=LOCK_WAIT_S):
         if notebooks.has_run(notebook, "smoke"):  # the other worker ran it while this one waited
             return output, False
-        previous = os.environ.get("KERAS_BACKEND")
-        os.environ["KERAS_BACKEND"] = backend_of(notebook)  # the kernel inherits it
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("KERAS_BACKEND", backend_of(notebook))  # the kernel inherits it
             executed, _ = notebooks.run_notebook(notebook, "smoke")
-        finally:
-            if previous is None:
-                os.environ.pop("KERAS_BACKEND", None)
-            else:
-                os.environ["KERAS_BACKEND"] = previous
     return executed, True
 
 
