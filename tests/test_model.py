@@ -313,3 +313,10 @@ def test_evaluate_by_hand():
     second = float(geo.haversine_km(55.0, 10.0, 56.0, 11.0))
     assert scores["mean_km"] == pytest.approx(second / 2)
     assert scores["within_1km"] == 0.5
+
+
+def test_fit_run_refuses_a_mode_it_cannot_compare_by(tmp_path):
+    network = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="mode='maximum'"):
+        model.fit_run(tmp_path / "run", network, None, epochs=1, mode="maximum")
+    assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -281,3 +281,21 @@ def test_an_interrupted_pretraining_resumes_from_its_weights_only_backup(tmp_pat
     # a backup of another recipe is never resumed: its run folder is removed
     (run / "backup").mkdir()
     assert not (pretrain.run_folder(tmp_path / "mae", {**recipe, "epochs": 4}) / "backup").exists()
+
+
+def test_a_pretraining_whose_loss_turns_nan_exports_nothing(
+    tmp_path, report_locations, municipalities, default_image_set
+):
+    reference = report_locations.iloc[::20].reset_index(drop=True)
+    geography = synthetic.build_geography(reference, municipalities)
+    folder = tmp_path / "diverged"
+    with pytest.raises(RuntimeError, match="nothing was exported"):
+        pretrain.pretrain(
+            {**RECIPE, "learning_rate": 1e30, "warmup_fraction": 0.0},
+            folder,
+            geography=geography,
+            reference=reference,
+            image_set=default_image_set,
+            verbose=0,
+        )
+    assert not folder.exists()
