@@ -22,7 +22,6 @@ per epoch), ``best.keras`` and ``last.keras``, ``backup/`` (to resume an interru
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shutil
@@ -886,7 +885,7 @@ def _augment_outside_tf_data(augment):
     on parallel threads get what they would get one after another. On a backend other than
     TensorFlow (whose ``keras.ops`` cannot trace TensorFlow's tensors) the ``py_function``
     runs on NumPy arrays: RandAugment's fixed-shape form (the one inside a training step),
-    compiled once per process on JAX (:func:`_compiled_augmenter`); an augmenter of your
+    compiled once per process on JAX (``augment.compiled_batch_augmenter``); an augmenter of your
     own, eagerly.
     """
     import tensorflow as tf
@@ -898,7 +897,9 @@ def _augment_outside_tf_data(augment):
         # keras.ops of JAX (or PyTorch) cannot read TensorFlow's traced tensors; run eagerly op
         # by op, the batch-splitting form took 1.4-4.4 s per batch of 32 images at 32 px on JAX,
         # the compiled fixed-shape form 7 ms (after a 2.4 s compile)
-        compiled = _compiled_augmenter(tuple(sorted(settings.items())))
+        from helpers import augment as policy
+
+        compiled = policy.compiled_batch_augmenter(tuple(sorted(settings.items())))
 
         def step(images, seed):
             return np.asarray(compiled(np.asarray(images), np.asarray(seed)), dtype="float32")
@@ -916,27 +917,6 @@ def _augment_outside_tf_data(augment):
         return result, targets
 
     return augmented
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled_augmenter(settings: tuple):
-    """RandAugment's fixed-shape form (``on_device=True``) for ``tf.data`` on JAX or PyTorch.
-
-    ``settings``: the sorted items of an augmenter's ``settings``. A function of (images,
-    seed) on NumPy arrays, one per policy and process: ``jax.jit`` on JAX (it compiles once
-    per batch shape), the plain function elsewhere. The same policy and distributions as
-    the batch-splitting form that TensorFlow's pipeline runs, drawn in another order.
-    """
-    from helpers import augment
-
-    def augment_batch(images, seed):
-        return augment.rand_augment_batch(images, seed, on_device=True, **dict(settings))
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.jit(augment_batch)
-    return augment_batch
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:

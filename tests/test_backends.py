@@ -10,6 +10,7 @@ here, so its backend is not tested.
 * Every loss and metric of ``helpers.losses`` gives on JAX what it gives on TensorFlow.
 * Notebooks 05-07 run on JAX in the smoke series of ``tests/test_notebooks.py``
   (``tests/smoke_series.ON_JAX``).
+* Two devices on each backend: ``tests/test_distribute.py`` (the same run on one and two).
 """
 
 import json
@@ -218,54 +219,3 @@ def test_every_loss_and_metric_gives_the_same_numbers_on_jax_as_on_tensorflow(tm
     # the numbers are the batch's, not zeros: cross-entropy by hand
     by_hand = -np.log(probabilities[np.arange(6), cells])
     np.testing.assert_allclose(on["jax"]["values"]["cross_entropy"], by_hand, rtol=1e-5)
-
-
-# model.train on two devices: the builders and the loop enter distribute.scope(profile) themselves
-TWO_DEVICES = """
-import json
-import keras
-import numpy as np
-import tensorflow as tf
-
-if keras.backend.backend() == "tensorflow":
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-from helpers import config, distribute, losses, model
-
-profile = config.get_profile("smoke", devices=2, batch_size=8)
-rng = np.random.default_rng(0)
-images = rng.uniform(0, 255, (23, 32, 32, 3)).astype("float32")
-targets = np.stack([np.arange(23) % 3, np.full(23, 56.0), np.full(23, 10.0)], 1).astype("float32")
-train_data = tf.data.Dataset.from_tensor_slices((images[:16], targets[:16])).batch(8)
-# 4 and 3 images: the last batch does not split evenly (JAX pads it: distribute.even_batches). A first
-# batch that does not split fails on TensorFlow, in Keras (its symbolic build sums the replicas' parts)
-val_data = tf.data.Dataset.from_tensor_slices((images[16:], targets[16:])).batch(4)
-keras.utils.set_random_seed(0)
-network = model.build_classifier(3, profile)  # no scope here: the builder enters it
-optimizer = model.make_optimizer(profile, 2, 1)
-run = model.train(profile, model.run_dir(profile, "two_devices"), network, train_data, val_data,
-                  loss=losses.cross_entropy, epochs=1, optimizer=optimizer, verbose=0)
-if keras.backend.backend() == "jax":
-    copies = len(network.weights[0].value.sharding.device_set)
-else:
-    copies = network.distribute_strategy.num_replicas_in_sync
-print(json.dumps({"copies": copies, "replicas": distribute.replicas(profile),
-                  "loss": run["history"]["loss"].tolist(), "jit": run["settings"]["jit_compile"]}))
-"""
-
-
-def test_the_training_loop_trains_on_two_devices(tmp_path, monkeypatch):
-    """Two CPU devices stand in for two GPUs: TensorFlow's MirroredStrategy, JAX's DataParallel."""
-    extra = {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "JAX_PLATFORMS": "cpu",
-    }
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-    found = {backend: run_on_backend(backend, TWO_DEVICES, tmp_path / backend) for backend in BACKENDS}
-    for backend, result in found.items():
-        assert result["copies"] == result["replicas"] == 2, backend
-        assert np.isfinite(result["loss"]).all(), backend
-    assert found["tensorflow"]["jit"] is False  # no XLA for a MirroredStrategy (distribute.jit_compile)

@@ -84,6 +84,7 @@ SCRIPT = textwrap.dedent(
         else:
             copies = network.distribute_strategy.num_replicas_in_sync
         return {{
+            "jit_recorded": run["settings"]["jit_compile"],
             "losses": step_losses,
             "val_loss": float(history["val_loss"]),
             "val_accuracy": float(history["val_accuracy"]),
@@ -94,6 +95,8 @@ SCRIPT = textwrap.dedent(
 
     result = {{"one": run(1), "two": run(2)}}
     two = config.get_profile("smoke", devices=2, batch_size={BATCH})
+    # the builders enter the scope themselves: a network built with no scope around it passes
+    distribute.check_model(model.build_classifier(3, two), two)
     outside = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     try:
         distribute.check_model(outside, two)
@@ -155,6 +158,8 @@ def test_one_and_two_devices_give_the_same_losses(runs, backend):
     assert "built outside distribute.scope(profile) for 2 devices" in runs[backend]["outside"]
     # XLA-compiled steps: always on JAX; on TensorFlow not under a MirroredStrategy (they fail)
     assert one["xla"] is True and two["xla"] is (backend == "jax")
+    if backend == "tensorflow":  # and the run's summary.json says so (JAX records the profile's "auto")
+        assert two["jit_recorded"] is False
 
 
 def test_jax_pads_the_last_validation_batch_at_weight_0(runs):

@@ -223,7 +223,7 @@ def test_the_augmentation_layer_trains_inside_an_xla_step_and_is_identity_at_inf
     assert restored.settings == layer.settings
 
 
-def test_on_device_augmentation_compiles_on_the_jax_backend():
+def test_on_device_augmentation_compiles_on_the_jax_backend_and_eager_calls_use_it():
     code = (
         "import jax, numpy as np, keras\n"
         "from helpers import augment\n"
@@ -237,10 +237,21 @@ def test_on_device_augmentation_compiles_on_the_jax_backend():
         "out = np.asarray(out)\n"
         "assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255\n"
         "print('changed', float(np.abs(out - images).mean()))\n"
+        # called eagerly (notebook 06's figure), the augmenter runs the same form, compiled
+        "eager = augment.rand_augment(seed=0)\n"
+        "seed = np.array([3, 4])\n"
+        "once, again = (np.asarray(eager(images, training=True, seed=seed)) for _ in range(2))\n"
+        "compiled = augment.compiled_batch_augmenter(tuple(sorted(eager.settings.items())))\n"
+        "assert np.array_equal(once, again) and np.array_equal(once, np.asarray(compiled(images, seed)))\n"
+        "first, second = (np.asarray(eager(images, training=True)) for _ in range(2))\n"
+        "assert first.shape == images.shape and first.min() >= 0 and first.max() <= 255\n"
+        "assert not np.array_equal(first, second)  # the generator moves on between calls\n"
+        "print('eager changed', float(np.abs(first - images).mean()))\n"
     )
     result = run_python(code, KERAS_BACKEND="jax")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert float(result.stdout.split("changed")[-1]) > 1
+    assert float(result.stdout.split("changed")[1].split()[0]) > 1
+    assert float(result.stdout.split("eager changed")[-1]) > 1
 
 
 def test_a_classifier_with_augmentation_inside_trains_saves_and_predicts_like_without(isolated_build):
