@@ -33,8 +33,8 @@ computes each family on its own images only and puts the images back in order, s
 round costs about one pass over the batch: cheap enough to run in the input pipeline
 after ``.batch()``. The augmenter works on TensorFlow tensors in a ``tf.data`` map (graph
 mode) and eagerly on NumPy arrays, with the TensorFlow backend (the split gives tensors
-of data-dependent size). Called eagerly on JAX, it runs the fixed-shape form below,
-compiled once (:func:`compiled_batch_augmenter`).
+of data-dependent size). On another backend, called on NumPy arrays, it runs the
+fixed-shape form below, compiled once on JAX (:func:`compiled_batch_augmenter`).
 
 On an accelerator the same policy runs inside the training step (``on_device=True``,
 :class:`RandAugmentLayer`): every family is computed on the whole batch and each image
@@ -447,24 +447,18 @@ def rand_augment(
     def augment(images, training: bool = True, seed=None):
         if not training:
             return images
-        if keras.backend.backend() == "jax" and not _traced_by_jax(images):
-            # Eager JAX compiles each op the first time it meets it: notebook 06's figure
-            # (three calls on five pictures of 32 px) took 17 s op by op. The fixed-shape
-            # form, compiled once, draws the same policy (in another order than TensorFlow's).
+        if isinstance(images, np.ndarray) and keras.backend.backend() != "tensorflow":
+            # Off TensorFlow, on NumPy arrays (the tf.data pipeline's py_function, notebook 06's
+            # figure), the batch-splitting form ran op by op, and eager JAX compiles each op on
+            # first use: 1.4-4.4 s per batch of 32 images at 32 px, 17 s for the figure. The
+            # fixed-shape form, compiled once, draws the same policy (in another order).
             draw = generator.next() if seed is None else seed
             compiled = compiled_batch_augmenter(tuple(sorted(settings.items())))
-            return compiled(np.asarray(images), np.asarray(draw))
+            return compiled(images, np.asarray(draw))
         return rand_augment_batch(images, generator if seed is None else seed, **settings)
 
     augment.settings = settings  # for notebooks and run summaries
     return augment
-
-
-def _traced_by_jax(images) -> bool:
-    """Whether ``images`` is a JAX tracer (the call is inside a jit-compiled function)."""
-    import jax
-
-    return isinstance(images, jax.core.Tracer)
 
 
 @functools.lru_cache(maxsize=8)

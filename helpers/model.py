@@ -884,27 +884,15 @@ def _augment_outside_tf_data(augment):
     each batch's (2,) seed (:func:`image_dataset`) decides its draws, so batches augmented
     on parallel threads get what they would get one after another. On a backend other than
     TensorFlow (whose ``keras.ops`` cannot trace TensorFlow's tensors) the ``py_function``
-    runs on NumPy arrays: RandAugment's fixed-shape form (the one inside a training step),
-    compiled once per process on JAX (``augment.compiled_batch_augmenter``); an augmenter of your
-    own, eagerly.
+    hands the augmenter NumPy arrays, on which the workbook's RandAugment runs its
+    fixed-shape form, compiled once on JAX (``augment.rand_augment``); an augmenter of your
+    own runs as it is.
     """
     import tensorflow as tf
 
-    settings = getattr(augment, "settings", None)
     if keras.backend.backend() == "tensorflow":
         step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
-    elif settings is not None:
-        # keras.ops of JAX (or PyTorch) cannot read TensorFlow's traced tensors; run eagerly op
-        # by op, the batch-splitting form took 1.4-4.4 s per batch of 32 images at 32 px on JAX,
-        # the compiled fixed-shape form 7 ms (after a 2.4 s compile)
-        from helpers import augment as policy
-
-        compiled = policy.compiled_batch_augmenter(tuple(sorted(settings.items())))
-
-        def step(images, seed):
-            return np.asarray(compiled(np.asarray(images), np.asarray(seed)), dtype="float32")
-
-    else:  # an augmenter of your own: called eagerly on NumPy arrays
+    else:
 
         def step(images, seed):
             augmented = augment(np.asarray(images), training=True, seed=np.asarray(seed))
