@@ -17,13 +17,14 @@ PRETRAINED := $(wildcard pretrained/*/*)
 DATA_FILES := data/dagi_kommuner.geojson data/dagi_regioner.geojson \
               data/dagi_postnumre.geojson data/report_3-distance-matrix.ipynb
 
-.PHONY: setup data all test lab lint strip bench bench-gpu slides book assignments grade lab-archive \
+.PHONY: setup data all test test-slow lab lint strip bench bench-gpu slides book assignments grade lab-archive \
         pretrained clean distclean help
 .DELETE_ON_ERROR:
 
 help:
 	@echo "make all      run the notebooks in order (PROFILE=$(PROFILE)) into $(BUILD)/"
-	@echo "make test     unit tests; every notebook in the smoke and rehearsal profiles"
+	@echo "make test     unit tests; every notebook in the smoke profile (05-07 on JAX), the book, grading"
+	@echo "make test-slow  every notebook in the rehearsal profile; every worked solution run (CI runs both)"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make data     download the inputs into data/ (checked by SHA-256)"
 	@echo "make lint     ruff on helpers, tests and notebooks; notebook house rules"
@@ -64,11 +65,16 @@ $(BUILD)/notebooks/%.ipynb: notebooks/%.ipynb $(HELPERS) $(PRETRAINED) $(INSTALL
 $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
   $(eval $(word $(i),$(EXECUTED)): $(word $(shell expr $(i) - 1),$(EXECUTED))))
 
-# Two workers: the smoke and the rehearsal notebook series run side by side, each module whole
-# and in order on one worker, and the unit tests fill in. TEST_WORKERS=0 runs in one process.
+# Two workers, each test module whole and in order on one of them: the smoke notebook series on
+# one, the unit tests fill in. TEST_WORKERS=0 runs in one process. `make test` leaves out the
+# tests marked slow (the rehearsal series, the worked solutions' runs), which `make test-slow`
+# runs side by side, one series per worker; CI (.ci/run) runs both, plain `pytest` everything.
 TEST_WORKERS ?= 2
 test: $(INSTALLED) $(DATA_FILES)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12 -m "not slow"
+
+test-slow: $(INSTALLED) $(DATA_FILES)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12 -m slow
 
 lab: $(INSTALLED) $(DATA_FILES)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -890,7 +890,13 @@ def _augment_outside_tf_data(augment):
     """
     import tensorflow as tf
 
-    if keras.backend.backend() == "tensorflow":
+    settings = getattr(augment, "settings", None)
+    if keras.backend.backend() == "tensorflow" and settings is not None:
+        # the workbook's RandAugment: its traced graph shared by every run with this policy
+        from helpers.augment import traced_batch_augmenter
+
+        step = traced_batch_augmenter(tuple(sorted(settings.items())))
+    elif keras.backend.backend() == "tensorflow":
         step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
     else:
 

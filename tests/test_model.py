@@ -320,3 +320,20 @@ def test_fit_run_refuses_a_mode_it_cannot_compare_by(tmp_path):
     with pytest.raises(ValueError, match="mode='maximum'"):
         model.fit_run(tmp_path / "run", network, None, epochs=1, mode="maximum")
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_augmented_pipelines_of_one_policy_trace_its_randaugment_once(tmp_path):
+    """Each training run builds its own pipeline and augmenter; on TensorFlow the workbook's
+    RandAugment is traced once per policy and process, not once per run, and augments alike."""
+    from helpers import augment
+
+    table = tiny_image_set(tmp_path)
+    augment.traced_batch_augmenter.cache_clear()  # whatever ran before in this process
+    policy = model.randaugment(PROFILE, seed=0)
+    step = augment.traced_batch_augmenter(tuple(sorted(policy.settings.items())))
+    runs = [
+        [x.numpy() for x, _ in model.image_dataset(table, tmp_path, 32, 8, training=True, augment=augmenter)]
+        for augmenter in (policy, model.randaugment(PROFILE, seed=1))
+    ]
+    assert step.experimental_get_tracing_count() == 1
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))  # one seed per batch decides

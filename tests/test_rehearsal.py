@@ -13,6 +13,9 @@ import pytest
 
 from helpers import collect, config, model, notebooks, pretrain
 
+# `make test-slow` and CI run this series; `make test` leaves it out (its 10 minutes on 2 cores)
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = notebooks.numbered_notebooks()
 
 

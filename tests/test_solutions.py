@@ -51,6 +51,7 @@ def test_every_code_block_is_fenced_to_run():
 RUNNABLE = [p for p in SOLUTIONS if any(lang == "python" for lang, _ in code_blocks(p))]
 
 
+@pytest.mark.slow
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", RUNNABLE, ids=[p.stem for p in RUNNABLE])
 def test_solutions_run_in_the_smoke_profile(path, shared_build):
