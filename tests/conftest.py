@@ -28,11 +28,12 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     """Modules that run notebooks first, the longest series first, each kept whole and in order.
 
-    ``make test`` runs modules on two workers (pytest-xdist, ``--dist loadfile``): the smoke
-    and the rehearsal series take longest, so they start at once, one per worker, and the
-    unit tests fill in after them. A module's weight is its number of notebook-marked tests
-    (the smoke series, the rehearsal series, the worked solutions on the smoke build, then the
-    rest; tests/smoke_series.py lets the solutions run on either worker).
+    ``make test`` and ``make test-slow`` run modules on two workers (pytest-xdist, ``--dist
+    loadfile``). The notebook series take longest, so they start first and the unit tests fill
+    in after them: the smoke series in ``make test``; the rehearsal series and the worked
+    solutions (which run the smoke notebooks they read) side by side in ``make test-slow``. A
+    module's weight is its number of notebook-marked tests (tests/smoke_series.py lets the
+    solutions and the smoke series share one build on either worker).
     """
     weight: dict = {}
     for item in items:

@@ -1,10 +1,11 @@
 """The smoke build that the notebook tests and the worked-solution tests share.
 
-``make test`` runs test modules on two workers (pytest-xdist, ``--dist loadfile``): the smoke
-series (tests/test_notebooks.py) on one, the worked solutions (tests/test_solutions.py) on
-whichever is free, both reading one build folder. Each notebook runs once in it: whoever
-needs a notebook first runs it, under the build folder's runner lock
-(``notebooks.build_lock``), and whoever comes second waits for that lock and finds it done.
+Test modules run on two workers (pytest-xdist, ``--dist loadfile``). When one session runs
+both the smoke series (tests/test_notebooks.py, ``make test``) and the worked solutions
+(tests/test_solutions.py, ``make test-slow``), as plain ``pytest`` does, they read one build
+folder and each notebook runs once in it: whoever needs a notebook first runs it, under the
+build folder's runner lock (``notebooks.build_lock``), and whoever comes second waits for
+that lock and finds it done. Alone, the solutions run the notebooks they read themselves.
 """
 
 import os

@@ -3,8 +3,10 @@
 Every code block is fenced ```python and runs as written, with ``PROFILE = "smoke"``. A
 solutions file says which notebooks it reads ("... notebooks 02-04 in the build folder"):
 those must have run first. They run in the smoke build that tests/test_notebooks.py runs the
-series into (tests/smoke_series.py), so under ``make test`` (two workers) this module, on the
-other worker, mostly finds them done or waits for them, and runs each notebook at most once.
+series into (tests/smoke_series.py): in a session that runs both modules (plain ``pytest``)
+this one mostly finds them done or waits for them, and each notebook runs at most once. The
+runs are marked slow: ``make test-slow`` runs them (the notebooks they read first), beside the
+rehearsal series, and ``make test`` leaves them out; the checks of the blocks' text stay in it.
 """
 
 import re
