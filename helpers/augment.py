@@ -458,6 +458,8 @@ def rand_augment(
         return rand_augment_batch(images, generator if seed is None else seed, **settings)
 
     augment.settings = settings  # for notebooks and run summaries
+    # for model.image_dataset on TensorFlow: this policy's traced form, shared by every run
+    augment.traced = functools.partial(traced_batch_augmenter, tuple(sorted(settings.items())))
     return augment
 
 

@@ -886,16 +886,15 @@ def _augment_outside_tf_data(augment):
     TensorFlow (whose ``keras.ops`` cannot trace TensorFlow's tensors) the ``py_function``
     hands the augmenter NumPy arrays, on which the workbook's RandAugment runs its
     fixed-shape form, compiled once on JAX (``augment.rand_augment``); an augmenter of your
-    own runs as it is.
+    own runs as it is. On TensorFlow the workbook's RandAugment brings its ``tf.function``
+    (``augment.traced()``), traced once per policy and process, so a notebook's runs share
+    it; an augmenter of your own is wrapped in a ``tf.function`` per pipeline.
     """
     import tensorflow as tf
 
-    settings = getattr(augment, "settings", None)
-    if keras.backend.backend() == "tensorflow" and settings is not None:
-        # the workbook's RandAugment: its traced graph shared by every run with this policy
-        from helpers.augment import traced_batch_augmenter
-
-        step = traced_batch_augmenter(tuple(sorted(settings.items())))
+    traced = getattr(augment, "traced", None)  # the workbook's RandAugment has one
+    if keras.backend.backend() == "tensorflow" and traced is not None:
+        step = traced()  # traced once per policy and process, shared by every run's pipeline
     elif keras.backend.backend() == "tensorflow":
         step = tf.function(lambda images, seed: augment(images, training=True, seed=seed))
     else:

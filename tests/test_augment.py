@@ -181,8 +181,8 @@ def test_the_training_pipeline_traces_the_workbooks_policy_once_per_process(scen
     """Two augmenters with one policy (two training runs) share one traced step on TensorFlow,
     and it augments as the augmenter's own call with that seed does; another policy gets its own."""
     first, second = augment.rand_augment(seed=0), augment.rand_augment(seed=5)
-    step = augment.traced_batch_augmenter(tuple(sorted(first.settings.items())))
-    assert step is augment.traced_batch_augmenter(tuple(sorted(second.settings.items())))
+    step = first.traced()
+    assert step is second.traced() is augment.traced_batch_augmenter(tuple(sorted(first.settings.items())))
     seed = tf.constant([7, 8], "int32")
     batch = tf.constant(scenes[:16])
     assert np.array_equal(step(batch, seed), first(batch, training=True, seed=seed))
@@ -190,4 +190,4 @@ def test_the_training_pipeline_traces_the_workbooks_policy_once_per_process(scen
     step(tf.constant(scenes[16:32]), tf.constant([1, 2], "int32"))  # another batch and seed: no new trace
     assert step.experimental_get_tracing_count() == traced
     stronger = augment.rand_augment(magnitude=0.4)
-    assert augment.traced_batch_augmenter(tuple(sorted(stronger.settings.items()))) is not step
+    assert stronger.traced() is not step

@@ -330,7 +330,7 @@ def test_augmented_pipelines_of_one_policy_trace_its_randaugment_once(tmp_path):
     table = tiny_image_set(tmp_path)
     augment.traced_batch_augmenter.cache_clear()  # whatever ran before in this process
     policy = model.randaugment(PROFILE, seed=0)
-    step = augment.traced_batch_augmenter(tuple(sorted(policy.settings.items())))
+    step = policy.traced()
     runs = [
         [x.numpy() for x, _ in model.image_dataset(table, tmp_path, 32, 8, training=True, augment=augmenter)]
         for augmenter in (policy, model.randaugment(PROFILE, seed=1))
