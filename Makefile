@@ -70,11 +70,12 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),\
 # tests marked slow (the rehearsal series, the worked solutions' runs), which `make test-slow`
 # runs side by side, one series per worker; CI (.ci/run) runs both, plain `pytest` everything.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12
 test: $(INSTALLED) $(DATA_FILES)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12 -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-slow: $(INSTALLED) $(DATA_FILES)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=12 -m slow
+	$(PYTEST) -m slow
 
 lab: $(INSTALLED) $(DATA_FILES)
 	$(VENV)/bin/jupyter lab notebooks/
